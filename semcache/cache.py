@@ -1,0 +1,723 @@
+"""The semantic cache: an image per topic phrase, served again for phrases close in meaning."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Callable, Iterator, Literal, Sequence
+
+import numpy as np
+from sqlalchemy import Connection, Engine, text
+
+from semcache.errors import BlobNotFound, BlobStoreError, EmbeddingError, GenerationError, SemcacheError
+from semcache.interfaces import BlobStore, Embedder, Generator
+from semcache.schema import RUNTIME_INDEX_PREFIX
+from semcache.normalize import check_threshold, clean, topic_key
+
+Kind = Literal["exact", "semantic", "generated"]
+
+THRESHOLD_SETTING = "threshold"
+_LOCK_CLASS = 727_274_002
+"""First half of the advisory-lock id taken while a phrase is generated (second: hash of the key)."""
+HNSW_VECTOR_MAX_DIMENSIONS = 2000
+HNSW_HALFVEC_MAX_DIMENSIONS = 4000
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Milliseconds spent in each step of one lookup; None where the step did not run."""
+
+    embed_ms: float | None = None
+    search_ms: float | None = None
+    generate_ms: float | None = None
+    blob_ms: float | None = None
+    total_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class CacheResult:
+    """What `SemanticCache.get` answers.
+
+    ``kind`` says how the image was obtained: ``exact`` (the same phrase, after normalisation, was
+    cached), ``semantic`` (a cached phrase within the threshold answered) or ``generated``.
+    ``served_key`` is the cached phrase that answered; ``distance`` its cosine distance from the
+    topic (0.0 for exact hits, None for generated images).
+    """
+
+    kind: Kind
+    topic: str
+    key: str
+    served_key: str
+    distance: float | None
+    threshold: float
+    entry_id: int
+    blob_key: str
+    image: bytes | None
+    detail: str
+    cost_spent_usd: float
+    cost_saved_usd: float
+    embedded: bool
+    """Whether the embedding model was called for this lookup."""
+    timings: Timings = field(default_factory=Timings)
+
+    @property
+    def hit(self) -> bool:
+        return self.kind != "generated"
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    """A cached phrase near a topic, as the settings page previews it."""
+
+    entry_id: int
+    key: str
+    distance: float
+    blob_key: str
+    banned: bool
+    would_serve: bool
+
+
+@dataclass(frozen=True)
+class Entry:
+    id: int
+    key: str
+    phrase: str
+    blob_key: str
+    size_bytes: int
+    generator: str
+    detail: str
+    cost_usd: float
+    created_at: datetime
+    times_served: int
+    last_served_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Stats:
+    entries: int
+    lookups: int
+    exact_hits: int
+    semantic_hits: int
+    generations: int
+    errors: int
+    spent_usd: float
+    saved_usd: float
+    embedding_model: str
+    dimensions: int
+    threshold: float
+
+    @property
+    def hit_rate(self) -> float:
+        served = self.exact_hits + self.semantic_hits + self.generations
+        return (self.exact_hits + self.semantic_hits) / served if served else 0.0
+
+
+@dataclass(frozen=True)
+class _Space:
+    id: int
+    dimensions: int
+
+    @property
+    def cast(self) -> str:
+        kind = "halfvec" if self.dimensions > HNSW_VECTOR_MAX_DIMENSIONS else "vector"
+        return f"{kind}({self.dimensions})"
+
+    @property
+    def opclass(self) -> str:
+        return "halfvec_cosine_ops" if self.dimensions > HNSW_VECTOR_MAX_DIMENSIONS else "vector_cosine_ops"
+
+    @property
+    def index_name(self) -> str:
+        return f"{RUNTIME_INDEX_PREFIX}{self.id}"
+
+    @property
+    def predicate(self) -> str:
+        # Literal values, so the planner can match the partial index.
+        return f"space_id = {self.id} AND entry_id IS NOT NULL"
+
+
+def _vector_literal(vector: np.ndarray) -> str:
+    return "[" + ",".join(map(repr, vector.astype(np.float32).tolist())) + "]"
+
+
+def _ms(start: float) -> float:
+    return (time.perf_counter() - start) * 1000.0
+
+
+class SemanticCache:
+    """Images for topic phrases, cached by meaning in PostgreSQL + pgvector.
+
+    The collaborators are passed in: ``engine`` (SQLAlchemy, on a database migrated with the
+    app's migrations or `semcache.schema.metadata`), an ``embedder``, a ``generator`` and a
+    ``blobs`` store. ``default_threshold`` is used until a threshold is stored in the database;
+    the stored one is read on every lookup, so a change made in one process applies in all.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        embedder: Embedder,
+        generator: Generator,
+        blobs: BlobStore,
+        *,
+        default_threshold: float = 0.25,
+        max_topic_chars: int = 200,
+        candidates: int = 10,
+        max_entries: int | None = None,
+        max_age: timedelta | None = None,
+        ef_search: int | None = None,
+    ) -> None:
+        self.engine = engine
+        self.embedder = embedder
+        self.generator = generator
+        self.blobs = blobs
+        self.default_threshold = check_threshold(default_threshold)
+        self.max_topic_chars = max_topic_chars
+        self.candidates = candidates
+        self.max_entries = max_entries
+        self.max_age = max_age
+        self.ef_search = ef_search
+        self._space: _Space | None = None
+        self._space_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ the threshold
+
+    @property
+    def threshold(self) -> float:
+        with self.engine.connect() as conn:
+            value = conn.execute(text("SELECT value FROM semcache_settings WHERE name = :n"),
+                                 {"n": THRESHOLD_SETTING}).scalar()
+        return self.default_threshold if value is None else float(value)
+
+    def set_threshold(self, value: float, *, actor: str | None = None) -> float:
+        """Store the threshold for every process; it applies from their next lookup."""
+        value = check_threshold(value)
+        with self.engine.begin() as conn:
+            conn.execute(text("""
+                INSERT INTO semcache_settings (name, value, updated_at, updated_by)
+                VALUES (:n, to_jsonb(CAST(:v AS double precision)), now(), :actor)
+                ON CONFLICT (name) DO UPDATE
+                SET value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by
+            """), {"n": THRESHOLD_SETTING, "v": value, "actor": actor})
+        return value
+
+    # ------------------------------------------------------------------ lookups
+
+    def get(self, topic: str, *, threshold: float | None = None, fetch_image: bool = True) -> CacheResult:
+        """The image for ``topic``: exact hit, semantic hit, or newly generated.
+
+        Raises InvalidTopic / InvalidThreshold for bad input, and EmbeddingError,
+        GenerationError or BlobStoreError when a service fails (nothing half-made is stored).
+        """
+        started = time.perf_counter()
+        key = topic_key(topic, self.max_topic_chars)
+        if threshold is not None:
+            threshold = check_threshold(threshold)
+        state = _Lookup(topic=clean(topic), key=key, started=started)
+        try:
+            result = self._get(state, threshold, fetch_image)
+        except SemcacheError as exc:
+            self._record_error(state, threshold, exc)
+            raise
+        if result.kind == "generated" and self.max_entries is not None:
+            self.evict()
+        return result
+
+    def _get(self, state: "_Lookup", threshold: float | None, fetch_image: bool) -> CacheResult:
+        t = time.perf_counter()
+        with self.engine.connect() as conn:
+            row = conn.execute(text(f"""
+                SELECT (SELECT value FROM semcache_settings WHERE name = :setting) AS stored_threshold,
+                       e.id, e.key, e.blob_key, e.detail
+                FROM (SELECT 1) AS one
+                LEFT JOIN semcache_entries e ON e.key = :key {self._fresh_sql('e')}
+            """), {"setting": THRESHOLD_SETTING, "key": state.key}).one()
+            state.search_ms += _ms(t)
+            if threshold is None:
+                threshold = self.default_threshold if row.stored_threshold is None else float(row.stored_threshold)
+            state.threshold = threshold
+            if row.id is not None:
+                hit = self._serve(conn, state, "exact", row.id, row.key, 0.0, row.blob_key, row.detail, fetch_image)
+                if hit is not None:
+                    return hit
+            conn.rollback()
+
+            space = self.space()
+            vector = self._embedding(conn, space, state)
+            if threshold > 0:
+                t = time.perf_counter()
+                best = self._nearest(conn, space, vector, state.key, threshold)
+                state.search_ms += _ms(t)
+                if best is not None:
+                    hit = self._serve(conn, state, "semantic", best.entry_id, best.key, best.distance,
+                                      best.blob_key, best.detail, fetch_image)
+                    if hit is not None:
+                        return hit
+        return self._generate(state, space, vector, threshold, fetch_image)
+
+    def _serve(self, conn: Connection, state: "_Lookup", kind: Kind, entry_id: int, served_key: str,
+               distance: float, blob_key: str, detail: str, fetch_image: bool) -> CacheResult | None:
+        """Record a hit and return it; None when the entry's blob is gone (the entry is dropped)."""
+        image = None
+        if fetch_image:
+            t = time.perf_counter()
+            try:
+                image = self.blobs.get(blob_key)
+            except BlobNotFound:
+                conn.rollback()
+                self._drop_entry(entry_id)
+                return None
+            state.blob_ms = (state.blob_ms or 0.0) + _ms(t)
+        saved = float(self.generator.price_usd)
+        result = CacheResult(
+            kind=kind, topic=state.topic, key=state.key, served_key=served_key, distance=distance,
+            threshold=state.threshold, entry_id=entry_id, blob_key=blob_key, image=image, detail=detail,
+            cost_spent_usd=0.0, cost_saved_usd=saved, embedded=state.embedded, timings=state.timings(),
+        )
+        self._record(conn, result)
+        conn.commit()
+        return result
+
+    def _generate(self, state: "_Lookup", space: _Space, vector: np.ndarray, threshold: float,
+                  fetch_image: bool) -> CacheResult:
+        """The miss path. One generation per key across threads and processes: the advisory lock
+        serialises misses of one key, and whoever gets it second finds the entry made."""
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:cls, hashtext(:key))"),
+                         {"cls": _LOCK_CLASS, "key": state.key})
+            t = time.perf_counter()
+            row = conn.execute(text("SELECT id, key, blob_key, detail, created_at FROM semcache_entries "
+                                    "WHERE key = :key"), {"key": state.key}).one_or_none()
+            state.search_ms += _ms(t)
+            if row is not None:
+                if self._is_fresh(row.created_at):
+                    hit = self._serve(conn, state, "exact", row.id, row.key, 0.0, row.blob_key, row.detail,
+                                      fetch_image)
+                    if hit is not None:
+                        return hit
+                    return self._generate(state, space, vector, threshold, fetch_image)
+                conn.execute(text("DELETE FROM semcache_entries WHERE id = :id"), {"id": row.id})
+                state.stale_blob = row.blob_key
+            if threshold > 0:
+                t = time.perf_counter()
+                best = self._nearest(conn, space, vector, state.key, threshold)
+                state.search_ms += _ms(t)
+                if best is not None:
+                    hit = self._serve(conn, state, "semantic", best.entry_id, best.key, best.distance,
+                                      best.blob_key, best.detail, fetch_image)
+                    if hit is not None:
+                        return hit
+
+            t = time.perf_counter()
+            try:
+                image = self.generator.generate(state.topic, self._vector_for_generator(vector))
+            except GenerationError:
+                raise
+            except Exception as exc:  # a generator that broke its contract still must not half-store
+                raise GenerationError(f"The image generator failed: {exc}") from exc
+            state.generate_ms = _ms(t)
+
+            t = time.perf_counter()
+            blob_key = self.blobs.put(image.png, "image/png")
+            state.blob_ms = _ms(t)
+
+            price = float(self.generator.price_usd)
+            entry_id = conn.execute(text("""
+                INSERT INTO semcache_entries (key, phrase, blob_key, content_type, size_bytes, generator,
+                                              detail, cost_usd)
+                VALUES (:key, :phrase, :blob_key, 'image/png', :size, :generator, :detail, :cost)
+                RETURNING id
+            """), {"key": state.key, "phrase": state.topic, "blob_key": blob_key,
+                   "size": len(image.png), "generator": self.generator.name, "detail": image.detail,
+                   "cost": price}).scalar_one()
+            conn.execute(text("""
+                INSERT INTO semcache_embeddings (space_id, key, embedding, entry_id)
+                VALUES (:space, :key, CAST(:vec AS vector), :entry)
+                ON CONFLICT (space_id, key) DO UPDATE SET entry_id = excluded.entry_id
+            """), {"space": space.id, "key": state.key, "vec": _vector_literal(vector), "entry": entry_id})
+            result = CacheResult(
+                kind="generated", topic=state.topic, key=state.key, served_key=state.key, distance=None,
+                threshold=threshold, entry_id=entry_id, blob_key=blob_key,
+                image=image.png if fetch_image else None, detail=image.detail, cost_spent_usd=price,
+                cost_saved_usd=0.0, embedded=state.embedded, timings=state.timings(),
+            )
+            self._record(conn, result)
+            conn.commit()
+        if state.stale_blob and state.stale_blob != blob_key:
+            self._collect_blobs([state.stale_blob])
+        return result
+
+    def _vector_for_generator(self, vector: np.ndarray) -> np.ndarray | None:
+        """The topic's vector, for a generator that picks by meaning with the same embedding model
+        (its ``embedder`` attribute); any other generator embeds for itself, if it needs to."""
+        theirs = getattr(self.generator, "embedder", None)
+        if theirs is None or (theirs.model, theirs.dimensions) != (self.embedder.model, self.embedder.dimensions):
+            return None
+        return vector
+
+    # ------------------------------------------------------------------ embeddings and search
+
+    def space(self) -> _Space:
+        """The embedding space of this cache's embedder, registered (with its index) on first use."""
+        if self._space is not None:
+            return self._space
+        with self._space_lock:
+            if self._space is None:
+                self._space = self._register_space(self.embedder)
+        return self._space
+
+    def _register_space(self, embedder: Embedder) -> _Space:
+        dims = int(embedder.dimensions)
+        if dims > HNSW_HALFVEC_MAX_DIMENSIONS:
+            raise SemcacheError(f"Embeddings of {dims} dimensions cannot be indexed; "
+                                f"ask the model for {HNSW_HALFVEC_MAX_DIMENSIONS} or fewer.")
+        with self.engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:cls, 0)"), {"cls": _LOCK_CLASS})
+            conn.execute(text("INSERT INTO semcache_spaces (model, dimensions) VALUES (:m, :d) "
+                              "ON CONFLICT (model, dimensions) DO NOTHING"), {"m": embedder.model, "d": dims})
+            space_id = conn.execute(text("SELECT id FROM semcache_spaces WHERE model = :m AND dimensions = :d"),
+                                    {"m": embedder.model, "d": dims}).scalar_one()
+            space = _Space(id=space_id, dimensions=dims)
+            conn.execute(text(
+                f"CREATE INDEX IF NOT EXISTS {space.index_name} ON semcache_embeddings "
+                f"USING hnsw ((embedding::{space.cast}) {space.opclass}) WHERE {space.predicate}"))
+        return space
+
+    def _embedding(self, conn: Connection, space: _Space, state: "_Lookup") -> np.ndarray:
+        """The phrase's vector: from the embedding cache, or from the model once and then stored."""
+        t = time.perf_counter()
+        stored = conn.execute(text("SELECT embedding::real[] FROM semcache_embeddings "
+                                   "WHERE space_id = :s AND key = :k"), {"s": space.id, "k": state.key}).scalar()
+        state.search_ms += _ms(t)
+        if stored is not None:
+            return np.asarray(stored, dtype=np.float32)
+        t = time.perf_counter()
+        vector = self._embed([state.key])[0]
+        state.embed_ms = _ms(t)
+        state.embedded = True
+        conn.execute(text("INSERT INTO semcache_embeddings (space_id, key, embedding) "
+                          "VALUES (:s, :k, CAST(:v AS vector)) ON CONFLICT (space_id, key) DO NOTHING"),
+                     {"s": space.id, "k": state.key, "v": _vector_literal(vector)})
+        conn.commit()
+        return vector
+
+    def _embed(self, texts: Sequence[str], embedder: Embedder | None = None) -> np.ndarray:
+        embedder = embedder or self.embedder
+        try:
+            vectors = np.asarray(embedder.embed(list(texts)), dtype=np.float32)
+        except EmbeddingError:
+            raise
+        except Exception as exc:
+            raise EmbeddingError(f"The embedding model failed: {exc}") from exc
+        if vectors.shape != (len(texts), embedder.dimensions):
+            raise EmbeddingError(f"The embedding model returned vectors of shape {vectors.shape}, "
+                                 f"expected ({len(texts)}, {embedder.dimensions}).")
+        return vectors
+
+    def _search_sql(self, space: _Space) -> str:
+        """Top-k by cosine distance through the space's HNSW index, then the threshold, the
+        wrong-match bans and the age limit on those k: the MATERIALIZED CTE keeps the filters
+        from being pushed into the index scan."""
+        return f"""
+            WITH nearest AS MATERIALIZED (
+                SELECT entry_id, embedding::{space.cast} <=> CAST(:vec AS {space.cast}) AS distance
+                FROM semcache_embeddings
+                WHERE {space.predicate}
+                ORDER BY embedding::{space.cast} <=> CAST(:vec AS {space.cast})
+                LIMIT :k
+            )
+            SELECT n.entry_id, e.key, e.blob_key, e.detail, n.distance,
+                   EXISTS (SELECT 1 FROM semcache_feedback f
+                           WHERE f.query_key = :key AND f.entry_key = e.key AND f.verdict = 'wrong') AS banned
+            FROM nearest n JOIN semcache_entries e ON e.id = n.entry_id {self._fresh_sql('e', 'WHERE')}
+            ORDER BY n.distance, e.id
+        """
+
+    def _candidates(self, conn: Connection, space: _Space, vector: np.ndarray, key: str,
+                    k: int) -> list:
+        if self.ef_search:
+            conn.execute(text(f"SET LOCAL hnsw.ef_search = {int(self.ef_search)}"))
+        return conn.execute(text(self._search_sql(space)),
+                            {"vec": _vector_literal(vector), "k": k, "key": key}).all()
+
+    def _nearest(self, conn: Connection, space: _Space, vector: np.ndarray, key: str, threshold: float):
+        for row in self._candidates(conn, space, vector, key, self.candidates):
+            if row.distance > threshold:
+                return None
+            if not row.banned and row.key != key:
+                return row
+        return None
+
+    def explain_search(self, topic: str) -> str:
+        """The query plan of the semantic search for ``topic`` (EXPLAIN, not run)."""
+        key = topic_key(topic, self.max_topic_chars)
+        space = self.space()
+        with self.engine.connect() as conn:
+            vector = self._embedding(conn, space, _Lookup(topic=topic, key=key, started=time.perf_counter()))
+            rows = conn.execute(text("EXPLAIN " + self._search_sql(space)),
+                                {"vec": _vector_literal(vector), "k": self.candidates, "key": key}).scalars()
+            return "\n".join(rows)
+
+    def neighbours(self, topic: str, *, k: int = 5, threshold: float | None = None) -> list[Neighbour]:
+        """The ``k`` cached phrases nearest to ``topic``, and which one `get` would serve now."""
+        key = topic_key(topic, self.max_topic_chars)
+        threshold = self.threshold if threshold is None else check_threshold(threshold)
+        space = self.space()
+        with self.engine.connect() as conn:
+            vector = self._embedding(conn, space, _Lookup(topic=topic, key=key, started=time.perf_counter()))
+            rows = self._candidates(conn, space, vector, key, k)
+        exact = any(row.key == key for row in rows)
+        out, chosen = [], exact
+        for row in rows:
+            serve = False
+            if row.key == key:
+                serve = True
+            elif not chosen and threshold > 0 and row.distance <= threshold and not row.banned:
+                serve = chosen = True
+            out.append(Neighbour(entry_id=row.entry_id, key=row.key, distance=float(row.distance),
+                                 blob_key=row.blob_key, banned=row.banned, would_serve=serve))
+        return out
+
+    # ------------------------------------------------------------------ feedback
+
+    def mark_wrong(self, query: str, served_key: str, *, distance: float | None = None, actor: str = "",
+                   note: str = "") -> None:
+        """Record that ``query`` must not be served by the entry ``served_key``; it never will be."""
+        self._feedback(query, served_key, "wrong", distance, actor, note)
+
+    def mark_right(self, query: str, served_key: str, *, distance: float | None = None, actor: str = "",
+                   note: str = "") -> None:
+        """Record that serving ``served_key`` for ``query`` was right (evidence for tuning)."""
+        self._feedback(query, served_key, "right", distance, actor, note)
+
+    def _feedback(self, query: str, served_key: str, verdict: str, distance: float | None, actor: str,
+                  note: str) -> None:
+        query_key = topic_key(query, self.max_topic_chars)
+        entry_key = topic_key(served_key, self.max_topic_chars)
+        with self.engine.begin() as conn:
+            conn.execute(text("""
+                INSERT INTO semcache_feedback (query_key, entry_key, verdict, distance, note, actor)
+                VALUES (:q, :e, :v, :d, :note, :actor)
+                ON CONFLICT (query_key, entry_key) DO UPDATE
+                SET verdict = excluded.verdict, distance = excluded.distance, note = excluded.note,
+                    actor = excluded.actor, created_at = now()
+            """), {"q": query_key, "e": entry_key, "v": verdict, "d": distance, "note": note, "actor": actor})
+
+    def feedback(self) -> list:
+        with self.engine.connect() as conn:
+            return conn.execute(text("SELECT query_key, entry_key, verdict, distance, note, actor, created_at "
+                                     "FROM semcache_feedback ORDER BY created_at DESC")).all()
+
+    # ------------------------------------------------------------------ entries
+
+    _ENTRY_SQL = """
+        SELECT e.id, e.key, e.phrase, e.blob_key, e.size_bytes, e.generator, e.detail, e.cost_usd,
+               e.created_at, COALESCE(s.times_served, 0) AS times_served, s.last_served_at
+        FROM semcache_entries e
+        LEFT JOIN LATERAL (
+            SELECT count(*) AS times_served, max(at) AS last_served_at
+            FROM semcache_events v WHERE v.entry_id = e.id AND v.kind IN ('exact', 'semantic')
+        ) s ON true
+    """
+
+    def entries(self, *, limit: int = 100, offset: int = 0) -> list[Entry]:
+        """Cached entries, newest first, with how often each was served."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(text(self._ENTRY_SQL + " ORDER BY e.created_at DESC, e.id DESC "
+                                     "LIMIT :limit OFFSET :offset"), {"limit": limit, "offset": offset})
+            return [Entry(**{**row._mapping, "cost_usd": float(row.cost_usd)}) for row in rows]
+
+    def entry(self, phrase: str) -> Entry | None:
+        key = topic_key(phrase, self.max_topic_chars)
+        with self.engine.connect() as conn:
+            row = conn.execute(text(self._ENTRY_SQL + " WHERE e.key = :key"), {"key": key}).one_or_none()
+        return None if row is None else Entry(**{**row._mapping, "cost_usd": float(row.cost_usd)})
+
+    def image(self, blob_key: str) -> bytes:
+        return self.blobs.get(blob_key)
+
+    def delete(self, phrase: str) -> bool:
+        """Delete the entry for ``phrase`` (and its image, unless another entry shares it)."""
+        key = topic_key(phrase, self.max_topic_chars)
+        with self.engine.begin() as conn:
+            blob = conn.execute(text("DELETE FROM semcache_entries WHERE key = :key RETURNING blob_key"),
+                                {"key": key}).scalar()
+        if blob is None:
+            return False
+        self._collect_blobs([blob])
+        return True
+
+    def evict(self) -> int:
+        """Apply ``max_entries`` (least recently served go first) and ``max_age``; returns how many
+        entries were removed."""
+        clauses = []
+        if self.max_age is not None:
+            clauses.append("SELECT id FROM semcache_entries WHERE created_at < now() - :age")
+        if self.max_entries is not None:
+            clauses.append("""
+                SELECT e.id FROM semcache_entries e
+                LEFT JOIN LATERAL (SELECT max(at) AS last FROM semcache_events v
+                                   WHERE v.entry_id = e.id) s ON true
+                ORDER BY GREATEST(s.last, e.created_at) DESC, e.id DESC
+                OFFSET :keep""")
+        if not clauses:
+            return 0
+        with self.engine.begin() as conn:
+            blobs = conn.execute(text(f"DELETE FROM semcache_entries WHERE id IN ({' UNION '.join(clauses)}) "
+                                      "RETURNING blob_key"),
+                                 {"age": self.max_age, "keep": self.max_entries}).scalars().all()
+        self._collect_blobs(blobs)
+        return len(blobs)
+
+    def _drop_entry(self, entry_id: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(text("DELETE FROM semcache_entries WHERE id = :id"), {"id": entry_id})
+
+    def _collect_blobs(self, blob_keys: Sequence[str]) -> None:
+        """Delete blobs no entry refers to any more. A failure leaves an orphan blob, never a
+        dangling entry."""
+        if not blob_keys:
+            return
+        with self.engine.connect() as conn:
+            used = set(conn.execute(text("SELECT DISTINCT blob_key FROM semcache_entries "
+                                         "WHERE blob_key = ANY(:keys)"), {"keys": list(blob_keys)}).scalars())
+        for blob_key in set(blob_keys) - used:
+            try:
+                self.blobs.delete(blob_key)
+            except BlobStoreError:
+                pass
+
+    def _fresh_sql(self, alias: str, keyword: str = "AND") -> str:
+        if self.max_age is None:
+            return ""
+        seconds = self.max_age.total_seconds()
+        return f"{keyword} {alias}.created_at >= now() - make_interval(secs => {seconds!r})"
+
+    def _is_fresh(self, created_at: datetime) -> bool:
+        if self.max_age is None:
+            return True
+        return created_at >= datetime.now(created_at.tzinfo) - self.max_age
+
+    # ------------------------------------------------------------------ model switch
+
+    def reembed(self, embedder: Embedder, *, batch_size: int = 128,
+                progress: Callable[[int, int], None] | None = None) -> int:
+        """Embed every cached phrase with ``embedder`` into its own space (kept apart from every
+        other model's vectors) and return how many phrases were embedded. Phrases that space
+        already holds are not sent to the model again. Point the app at the new model afterwards.
+        """
+        space = self._register_space(embedder)
+        with self.engine.connect() as conn:
+            todo = conn.execute(text("""
+                SELECT e.id, e.key FROM semcache_entries e
+                LEFT JOIN semcache_embeddings v ON v.space_id = :s AND v.key = e.key
+                WHERE v.key IS NULL OR v.entry_id IS DISTINCT FROM e.id
+                ORDER BY e.id"""), {"s": space.id}).all()
+        done = 0
+        for batch in _batches(todo, batch_size):
+            with self.engine.begin() as conn:
+                known = dict(conn.execute(text(
+                    "SELECT key, embedding::real[] FROM semcache_embeddings WHERE space_id = :s AND key = ANY(:k)"),
+                    {"s": space.id, "k": [row.key for row in batch]}).all())
+                missing = [row.key for row in batch if row.key not in known]
+                if missing:
+                    for key, vector in zip(missing, self._embed(missing, embedder)):
+                        known[key] = vector
+                for row in batch:
+                    conn.execute(text("""
+                        INSERT INTO semcache_embeddings (space_id, key, embedding, entry_id)
+                        VALUES (:s, :k, CAST(:v AS vector), :e)
+                        ON CONFLICT (space_id, key) DO UPDATE SET entry_id = excluded.entry_id
+                    """), {"s": space.id, "k": row.key, "e": row.id,
+                           "v": _vector_literal(np.asarray(known[row.key], dtype=np.float32))})
+            done += len(batch)
+            if progress:
+                progress(done, len(todo))
+        return done
+
+    # ------------------------------------------------------------------ events and stats
+
+    def _record(self, conn: Connection, result: CacheResult) -> None:
+        # Losing the last few events in a crash is acceptable; waiting for a disk flush on every
+        # cache hit is not.
+        conn.execute(text("SET LOCAL synchronous_commit = off"))
+        t = result.timings
+        conn.execute(text("""
+            INSERT INTO semcache_events (query, key, kind, entry_id, served_key, distance, threshold, space_id,
+                                         embedded, embed_ms, search_ms, generate_ms, blob_ms, total_ms,
+                                         cost_spent_usd, cost_saved_usd)
+            VALUES (:query, :key, :kind, :entry_id, :served_key, :distance, :threshold, :space_id, :embedded,
+                    :embed_ms, :search_ms, :generate_ms, :blob_ms, :total_ms, :spent, :saved)
+        """), {"query": result.topic[:1000], "key": result.key, "kind": result.kind, "entry_id": result.entry_id,
+               "served_key": result.served_key, "distance": result.distance, "threshold": result.threshold,
+               "space_id": self._space.id if self._space else None, "embedded": result.embedded,
+               "embed_ms": t.embed_ms, "search_ms": t.search_ms, "generate_ms": t.generate_ms,
+               "blob_ms": t.blob_ms, "total_ms": t.total_ms, "spent": result.cost_spent_usd,
+               "saved": result.cost_saved_usd})
+
+    def _record_error(self, state: "_Lookup", threshold: float | None, exc: Exception) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(text("""
+                    INSERT INTO semcache_events (query, key, kind, threshold, space_id, embedded, embed_ms,
+                                                 search_ms, generate_ms, blob_ms, total_ms, error)
+                    VALUES (:query, :key, 'error', :threshold, :space_id, :embedded, :embed_ms, :search_ms,
+                            :generate_ms, :blob_ms, :total_ms, :error)
+                """), {"query": state.topic[:1000], "key": state.key, "threshold": state.threshold if state.threshold is not None else threshold,
+                       "space_id": self._space.id if self._space else None, "embedded": state.embedded,
+                       "embed_ms": state.embed_ms, "search_ms": state.search_ms,
+                       "generate_ms": state.generate_ms, "blob_ms": state.blob_ms,
+                       "total_ms": _ms(state.started), "error": f"{type(exc).__name__}: {exc}"[:2000]})
+        except Exception:  # the database itself may be what failed; the original error matters more
+            pass
+
+    def recent_events(self, limit: int = 50) -> list:
+        with self.engine.connect() as conn:
+            return conn.execute(text("""
+                SELECT id, at, query, key, kind, served_key, distance, threshold, embedded, embed_ms,
+                       search_ms, generate_ms, blob_ms, total_ms, cost_spent_usd, cost_saved_usd, error
+                FROM semcache_events ORDER BY id DESC LIMIT :limit"""), {"limit": limit}).all()
+
+    def stats(self) -> Stats:
+        with self.engine.connect() as conn:
+            row = conn.execute(text("""
+                SELECT (SELECT count(*) FROM semcache_entries) AS entries,
+                       count(*) AS lookups,
+                       count(*) FILTER (WHERE kind = 'exact') AS exact_hits,
+                       count(*) FILTER (WHERE kind = 'semantic') AS semantic_hits,
+                       count(*) FILTER (WHERE kind = 'generated') AS generations,
+                       count(*) FILTER (WHERE kind = 'error') AS errors,
+                       COALESCE(sum(cost_spent_usd), 0) AS spent, COALESCE(sum(cost_saved_usd), 0) AS saved
+                FROM semcache_events""")).one()
+        return Stats(entries=row.entries, lookups=row.lookups, exact_hits=row.exact_hits,
+                     semantic_hits=row.semantic_hits, generations=row.generations, errors=row.errors,
+                     spent_usd=float(row.spent), saved_usd=float(row.saved),
+                     embedding_model=self.embedder.model, dimensions=self.embedder.dimensions,
+                     threshold=self.threshold)
+
+
+@dataclass
+class _Lookup:
+    """Running state of one `get`."""
+
+    topic: str
+    key: str
+    started: float
+    threshold: float | None = None
+    embedded: bool = False
+    embed_ms: float | None = None
+    search_ms: float = 0.0
+    generate_ms: float | None = None
+    blob_ms: float | None = None
+    stale_blob: str | None = None
+
+    def timings(self) -> Timings:
+        return Timings(embed_ms=self.embed_ms, search_ms=self.search_ms, generate_ms=self.generate_ms,
+                       blob_ms=self.blob_ms, total_ms=_ms(self.started))
+
+
+def _batches(items: Sequence, size: int) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

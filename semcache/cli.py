@@ -1,0 +1,138 @@
+"""`python -m semcache`: the cache from a terminal, for people and scripts.
+
+    python -m semcache get "TOPIC" [--threshold T] [--json] [--out FILE.png]
+    python -m semcache stats [--json]
+    python -m semcache threshold [T]
+    python -m semcache entries [--limit N] [--json]
+    python -m semcache delete "PHRASE"
+    python -m semcache wrong "QUERY" "SERVED PHRASE"
+    python -m semcache reembed --model NAME
+
+The caller supplies how a cache is built (the app passes its settings-based wiring), so this
+module reads no environment itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable, Sequence
+
+from semcache.cache import SemanticCache
+from semcache.errors import SemcacheError
+from semcache.interfaces import Embedder
+
+CacheFactory = Callable[[], SemanticCache]
+EmbedderFactory = Callable[[str], Embedder]
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m semcache", description="The semantic image cache.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    get = commands.add_parser("get", help="the image for a topic: cached, or generated")
+    get.add_argument("topic")
+    get.add_argument("--threshold", type=float, help="cosine distance for this lookup only (0 to 2)")
+    get.add_argument("--json", action="store_true", help="print one JSON object")
+    get.add_argument("--out", type=Path, help="write the image to this PNG file")
+
+    stats = commands.add_parser("stats", help="lookups, hits, generations, money spent and saved")
+    stats.add_argument("--json", action="store_true")
+
+    threshold = commands.add_parser("threshold", help="show, or set for every process, the threshold")
+    threshold.add_argument("value", nargs="?", type=float, help="new cosine distance (0 to 2)")
+
+    entries = commands.add_parser("entries", help="list cached phrases")
+    entries.add_argument("--limit", type=int, default=50)
+    entries.add_argument("--json", action="store_true")
+
+    delete = commands.add_parser("delete", help="delete a cached phrase and its image")
+    delete.add_argument("phrase")
+
+    wrong = commands.add_parser("wrong", help="never serve QUERY from the entry SERVED again")
+    wrong.add_argument("query")
+    wrong.add_argument("served")
+
+    reembed = commands.add_parser("reembed", help="embed every cached phrase with another model")
+    reembed.add_argument("--model", required=True, help='"local" or an OpenAI embedding model name')
+    reembed.add_argument("--json", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None, build_cache: CacheFactory, build_embedder: EmbedderFactory) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args, build_cache, build_embedder)
+    except SemcacheError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, build_cache: CacheFactory, build_embedder: EmbedderFactory) -> int:
+    cache = build_cache()
+    if args.command == "get":
+        result = cache.get(args.topic, threshold=args.threshold)
+        if args.out:
+            args.out.write_bytes(result.image or b"")
+        fields = {k: v for k, v in asdict(result).items() if k not in ("image", "timings")}
+        fields["timings"] = asdict(result.timings)
+        if args.json:
+            print(json.dumps(fields))
+        else:
+            distance = "" if result.distance is None else f" (distance {result.distance:.3f})"
+            money = (f"spent ${result.cost_spent_usd:.2f}" if result.kind == "generated"
+                     else f"saved ${result.cost_saved_usd:.2f}")
+            steps = ", ".join(f"{name[:-3]} {ms:.1f} ms" for name, ms in fields["timings"].items()
+                              if ms is not None)
+            print(f"{result.kind}: served by {result.served_key!r}{distance}, {money}")
+            print(f"image {result.blob_key} ({result.detail})")
+            print(f"threshold {result.threshold:.3f}; {steps}")
+        return 0
+    if args.command == "stats":
+        stats = cache.stats()
+        if args.json:
+            print(json.dumps({**asdict(stats), "hit_rate": stats.hit_rate}))
+        else:
+            print(f"entries {stats.entries}, lookups {stats.lookups}: exact {stats.exact_hits}, "
+                  f"semantic {stats.semantic_hits}, generated {stats.generations}, errors {stats.errors}")
+            print(f"hit rate {stats.hit_rate:.1%}; spent ${stats.spent_usd:.2f}, saved ${stats.saved_usd:.2f}")
+            print(f"embedder {stats.embedding_model} ({stats.dimensions} dims), threshold {stats.threshold:.3f}")
+        return 0
+    if args.command == "threshold":
+        value = cache.threshold if args.value is None else cache.set_threshold(args.value, actor="cli")
+        print(f"{value:.4f}")
+        return 0
+    if args.command == "entries":
+        rows = cache.entries(limit=args.limit)
+        if args.json:
+            print(json.dumps([{**asdict(e), "created_at": e.created_at.isoformat(),
+                               "last_served_at": e.last_served_at and e.last_served_at.isoformat()}
+                              for e in rows]))
+        else:
+            for e in rows:
+                print(f"{e.key!r:40} served {e.times_served:>4}x  {e.created_at:%Y-%m-%d %H:%M}  {e.detail}")
+        return 0
+    if args.command == "delete":
+        if cache.delete(args.phrase):
+            print(f"deleted {args.phrase!r}")
+            return 0
+        print(f"no entry for {args.phrase!r}", file=sys.stderr)
+        return 1
+    if args.command == "wrong":
+        cache.mark_wrong(args.query, args.served, actor="cli")
+        print(f"{args.query!r} will not be served by {args.served!r} again")
+        return 0
+    if args.command == "reembed":
+        embedder = build_embedder(args.model)
+        count = cache.reembed(embedder, progress=lambda done, total: print(
+            f"\r{done}/{total}", end="", file=sys.stderr, flush=True))
+        if args.json:
+            print(json.dumps({"model": embedder.model, "dimensions": embedder.dimensions, "embedded": count}))
+        else:
+            print(f"\nembedded {count} phrases with {embedder.model} ({embedder.dimensions} dims); "
+                  "point the app at that model to use them")
+        return 0
+    raise AssertionError(args.command)

@@ -1,0 +1,42 @@
+"""Exceptions raised by semcache.
+
+    SemcacheError                 base of everything below
+    ├── InvalidThreshold          threshold outside [0, 2] (also a ValueError)
+    ├── InvalidTopic              empty, too long, or unusable topic text (also a ValueError)
+    ├── EmbeddingError            the embedding model failed or timed out
+    ├── GenerationError           the image generator failed or timed out; nothing was stored
+    └── BlobStoreError            the blob store failed to read or write
+        └── BlobNotFound          a blob key has no object behind it
+
+Each message is a sentence a person can act on.
+"""
+
+from __future__ import annotations
+
+
+class SemcacheError(Exception):
+    """Base class of every error semcache raises on purpose."""
+
+
+class InvalidThreshold(SemcacheError, ValueError):
+    pass
+
+
+class InvalidTopic(SemcacheError, ValueError):
+    pass
+
+
+class EmbeddingError(SemcacheError):
+    pass
+
+
+class GenerationError(SemcacheError):
+    pass
+
+
+class BlobStoreError(SemcacheError):
+    pass
+
+
+class BlobNotFound(BlobStoreError):
+    pass

@@ -1,0 +1,81 @@
+"""The one configuration object of the app, read from environment variables and `.env`.
+
+Only the application reads the environment: `semcache/`, `mail/` and `db/` receive what they
+need as arguments. `.env.example` documents every field.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Storage
+    database_url: str | None = Field(
+        None, description="PostgreSQL with pgvector. Unset: an embedded PostgreSQL in DATA_DIR.")
+    data_dir: Path = Field(PROJECT_ROOT / ".data", description="Where embedded services keep their data.")
+    s3_bucket: str | None = Field(None, description="Store images in this S3 bucket. Unset: a local folder.")
+    s3_prefix: str = Field("images/", description="Key prefix inside the bucket.")
+    s3_endpoint_url: str | None = Field(None, description="Any S3-compatible store (SeaweedFS, R2, ...).")
+    s3_region: str | None = Field(None, description="S3 region.")
+    s3_access_key_id: str | None = Field(None, description="S3 credentials; unset: boto3's own chain.")
+    s3_secret_access_key: str | None = Field(None, description="S3 credentials; unset: boto3's own chain.")
+    blob_dir: Path | None = Field(None, description="Local image folder. Unset: DATA_DIR/blobs.")
+
+    # Models
+    openai_api_key: str | None = Field(None, description="Enables OpenAI embeddings and images.")
+    openai_base_url: str | None = Field(None, description="Any OpenAI-compatible server.")
+    openai_timeout_seconds: float = Field(60.0, gt=0)
+    openai_max_retries: int = Field(3, ge=0)
+    embedding_provider: Literal["auto", "local", "openai"] = Field(
+        "auto", description="auto: OpenAI when OPENAI_API_KEY is set, else the local model.")
+    embedding_model: str = Field("text-embedding-3-small", description="OpenAI embedding model.")
+    embedding_dimensions: int | None = Field(None, gt=0, description="OpenAI `dimensions`; unset: model default.")
+    image_provider: Literal["auto", "offline", "openai"] = Field(
+        "auto", description="auto: OpenAI when OPENAI_API_KEY is set, else the offline pixel-art generator.")
+    image_model: str = Field("gpt-image-2", description="OpenAI image model (gpt-image-1 was shut down in October 2026).")
+    image_price_usd: float = Field(0.04, ge=0, description="What one generated image costs.")
+
+    # Cache
+    default_threshold: float = Field(
+        0.25, ge=0, le=2,
+        description="Cosine distance used until a product owner sets one on the Settings page.")
+    max_topic_chars: int = Field(200, gt=0, description="Longest topic accepted.")
+    cache_max_entries: int | None = Field(None, gt=0, description="Evict least recently served beyond this.")
+    cache_max_age_days: float | None = Field(None, gt=0, description="Entries older than this are regenerated.")
+
+    @field_validator("s3_bucket", "database_url", "openai_api_key", "openai_base_url", "s3_endpoint_url",
+                     mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def use_openai_embeddings(self) -> bool:
+        if self.embedding_provider == "auto":
+            return bool(self.openai_api_key)
+        return self.embedding_provider == "openai"
+
+    @property
+    def use_openai_images(self) -> bool:
+        if self.image_provider == "auto":
+            return bool(self.openai_api_key)
+        return self.image_provider == "openai"
+
+    @property
+    def blob_folder(self) -> Path:
+        return self.blob_dir or self.data_dir / "blobs"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

