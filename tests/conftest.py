@@ -35,7 +35,7 @@ def pg_url(tmp_path_factory) -> str:
 
     folder = tmp_path_factory.mktemp("pg")
     os.chmod(folder, 0o755)
-    return embedded_postgres_url(folder / "data")
+    return embedded_postgres_url(folder / "data", keep_running=False)
 
 
 @pytest.fixture(scope="session")

