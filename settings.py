@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     image_model: str = Field("gpt-image-2", description="OpenAI image model (gpt-image-1 was shut down in October 2026).")
     image_price_usd: float = Field(0.04, ge=0, description="What one generated image costs.")
 
+    # Mail
+    default_owner: str = Field("me", min_length=1, description="Whose mail the command line and a single-user app use.")
+    max_upload_mb: int = Field(200, gt=0, description="Largest mailbox upload or file accepted.")
+    max_message_mb: int = Field(25, gt=0, description="Larger messages are skipped and reported.")
+
     # Cache
     default_threshold: float = Field(
         0.35, ge=0, le=2,

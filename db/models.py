@@ -1,11 +1,17 @@
 """All tables of the app, for migrations and for the test that checks them against the database."""
 
-from semcache.schema import RUNTIME_INDEX_PREFIX, metadata
+from mail.schema import metadata as mail_metadata
+from semcache.schema import RUNTIME_INDEX_PREFIX
+from semcache.schema import metadata as semcache_metadata
 
 __all__ = ["include_object", "metadata"]
 
+metadata = [semcache_metadata, mail_metadata]
+
+RUNTIME_PREFIXES = (RUNTIME_INDEX_PREFIX, "mail_embeddings_hnsw_")
+
 
 def include_object(obj, name, type_, reflected, compare_to) -> bool:
-    """Leave out of autogenerate what the cache creates at run time (one HNSW index per
+    """Leave out of autogenerate what the app creates at run time (one HNSW index per
     embedding space)."""
-    return not (type_ == "index" and name and name.startswith(RUNTIME_INDEX_PREFIX))
+    return not (type_ == "index" and name and name.startswith(RUNTIME_PREFIXES))

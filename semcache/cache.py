@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from typing import Callable, Iterator, Literal, Sequence
 
 import numpy as np
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, TextClause, text
 
 from semcache.errors import BlobNotFound, BlobStoreError, EmbeddingError, GenerationError, SemcacheError
 from semcache.interfaces import BlobStore, Embedder, Generator
@@ -138,8 +138,27 @@ class _Space:
         return f"space_id = {self.id} AND entry_id IS NOT NULL"
 
 
-def _vector_literal(vector: np.ndarray) -> str:
-    return "[" + ",".join(map(repr, vector.astype(np.float32).tolist())) + "]"
+_EMBEDDING_SQL = text("SELECT embedding::real[] FROM semcache_embeddings WHERE space_id = :s AND key = :k")
+# A lost row costs one more embedding call some day: no need to wait for the disk.
+_STORE_EMBEDDING_SQL = text("""
+    SET LOCAL synchronous_commit = off;
+    INSERT INTO semcache_embeddings (space_id, key, embedding)
+    VALUES (:s, :k, CAST(:v AS vector)) ON CONFLICT (space_id, key) DO NOTHING""")
+_EVENT_COLUMNS = """
+    INSERT INTO semcache_events (query, key, kind, entry_id, served_key, distance, threshold, space_id,
+                                 embedded, embed_ms, search_ms, generate_ms, blob_ms, total_ms,
+                                 cost_spent_usd, cost_saved_usd)
+    VALUES (:query, :key, :kind, :entry_id, :served_key, :distance, :threshold, :space_id, :embedded,
+            :embed_ms, :search_ms, :generate_ms, :blob_ms, :total_ms, :spent, :saved)"""
+# Losing the last few hit events in a crash is acceptable; waiting for a disk flush on every cache
+# hit is not. A new entry's transaction waits, as it should.
+_HIT_EVENT_SQL = text("SET LOCAL synchronous_commit = off;" + _EVENT_COLUMNS)
+_GENERATED_EVENT_SQL = text(_EVENT_COLUMNS)
+
+
+def vector_literal(vector: np.ndarray) -> str:
+    """pgvector's text form; nine significant digits round-trip a float32 exactly."""
+    return "[" + ",".join(["%.9g" % x for x in vector.astype(np.float32).tolist()]) + "]"
 
 
 def _ms(start: float) -> float:
@@ -167,7 +186,9 @@ class SemanticCache:
         candidates: int = 10,
         max_entries: int | None = None,
         max_age: timedelta | None = None,
-        ef_search: int | None = None,
+        ef_search: int | None = 100,
+        hnsw_m: int = 16,
+        hnsw_ef_construction: int = 128,
     ) -> None:
         self.engine = engine
         self.embedder = embedder
@@ -179,8 +200,20 @@ class SemanticCache:
         self.max_entries = max_entries
         self.max_age = max_age
         self.ef_search = ef_search
+        self.hnsw_m = int(hnsw_m)
+        self.hnsw_ef_construction = int(hnsw_ef_construction)
         self._space: _Space | None = None
         self._space_lock = threading.Lock()
+        self._search_statements: dict[int, TextClause] = {}
+        self._lookup_sql = text(f"""
+            SELECT (SELECT value FROM semcache_settings WHERE name = :setting) AS stored_threshold,
+                   e.id, e.key, e.blob_key, e.detail,
+                   CASE WHEN e.id IS NULL THEN
+                       (SELECT embedding::real[] FROM semcache_embeddings WHERE space_id = :space AND key = :key)
+                   END AS vector
+            FROM (SELECT 1) AS one
+            LEFT JOIN semcache_entries e ON e.key = :key {self._fresh_sql('e')}
+        """)
 
     # ------------------------------------------------------------------ the threshold
 
@@ -226,14 +259,13 @@ class SemanticCache:
         return result
 
     def _get(self, state: "_Lookup", threshold: float | None, fetch_image: bool) -> CacheResult:
+        space = self.space()
         t = time.perf_counter()
         with self.engine.connect() as conn:
-            row = conn.execute(text(f"""
-                SELECT (SELECT value FROM semcache_settings WHERE name = :setting) AS stored_threshold,
-                       e.id, e.key, e.blob_key, e.detail
-                FROM (SELECT 1) AS one
-                LEFT JOIN semcache_entries e ON e.key = :key {self._fresh_sql('e')}
-            """), {"setting": THRESHOLD_SETTING, "key": state.key}).one()
+            # One round trip: the stored threshold, the exact entry, and (only when there is no
+            # exact entry) the phrase's cached embedding.
+            row = conn.execute(self._lookup_sql, {"setting": THRESHOLD_SETTING, "key": state.key,
+                                                  "space": space.id}).one()
             state.search_ms += _ms(t)
             if threshold is None:
                 threshold = self.default_threshold if row.stored_threshold is None else float(row.stored_threshold)
@@ -242,10 +274,9 @@ class SemanticCache:
                 hit = self._serve(conn, state, "exact", row.id, row.key, 0.0, row.blob_key, row.detail, fetch_image)
                 if hit is not None:
                     return hit
-            conn.rollback()
 
-            space = self.space()
-            vector = self._embedding(conn, space, state)
+            # With an exact entry in the row, its vector was not read (the entry's blob was gone).
+            vector = self._embedding(conn, space, state, row.vector, look=row.id is not None)
             if threshold > 0:
                 t = time.perf_counter()
                 best = self._nearest(conn, space, vector, state.key, threshold)
@@ -255,6 +286,7 @@ class SemanticCache:
                                       best.blob_key, best.detail, fetch_image)
                     if hit is not None:
                         return hit
+            conn.commit()  # the new embedding, before another connection generates
         return self._generate(state, space, vector, threshold, fetch_image)
 
     def _serve(self, conn: Connection, state: "_Lookup", kind: Kind, entry_id: int, served_key: str,
@@ -336,7 +368,7 @@ class SemanticCache:
                 INSERT INTO semcache_embeddings (space_id, key, embedding, entry_id)
                 VALUES (:space, :key, CAST(:vec AS vector), :entry)
                 ON CONFLICT (space_id, key) DO UPDATE SET entry_id = excluded.entry_id
-            """), {"space": space.id, "key": state.key, "vec": _vector_literal(vector), "entry": entry_id})
+            """), {"space": space.id, "key": state.key, "vec": vector_literal(vector), "entry": entry_id})
             result = CacheResult(
                 kind="generated", topic=state.topic, key=state.key, served_key=state.key, distance=None,
                 threshold=threshold, entry_id=entry_id, blob_key=blob_key,
@@ -382,27 +414,25 @@ class SemanticCache:
             space = _Space(id=space_id, dimensions=dims)
             conn.execute(text(
                 f"CREATE INDEX IF NOT EXISTS {space.index_name} ON semcache_embeddings "
-                f"USING hnsw ((embedding::{space.cast}) {space.opclass}) WHERE {space.predicate}"))
+                f"USING hnsw ((embedding::{space.cast}) {space.opclass}) "
+                f"WITH (m = {self.hnsw_m}, ef_construction = {self.hnsw_ef_construction}) WHERE {space.predicate}"))
         return space
 
-    def _embedding(self, conn: Connection, space: _Space, state: "_Lookup") -> np.ndarray:
-        """The phrase's vector: from the embedding cache, or from the model once and then stored."""
-        t = time.perf_counter()
-        stored = conn.execute(text("SELECT embedding::real[] FROM semcache_embeddings "
-                                   "WHERE space_id = :s AND key = :k"), {"s": space.id, "k": state.key}).scalar()
-        state.search_ms += _ms(t)
+    def _embedding(self, conn: Connection, space: _Space, state: "_Lookup",
+                   stored: Sequence[float] | None = None, *, look: bool = False) -> np.ndarray:
+        """The phrase's vector: ``stored`` (read with the exact lookup), from the embedding cache
+        when ``look``, or else from the model, once, and then stored in the caller's transaction."""
+        if look:
+            t = time.perf_counter()
+            stored = conn.execute(_EMBEDDING_SQL, {"s": space.id, "k": state.key}).scalar()
+            state.search_ms += _ms(t)
         if stored is not None:
             return np.asarray(stored, dtype=np.float32)
         t = time.perf_counter()
         vector = self._embed([state.key])[0]
         state.embed_ms = _ms(t)
         state.embedded = True
-        # A lost row costs one more embedding call some day: no need to wait for the disk.
-        conn.execute(text("SET LOCAL synchronous_commit = off; "
-                          "INSERT INTO semcache_embeddings (space_id, key, embedding) "
-                          "VALUES (:s, :k, CAST(:v AS vector)) ON CONFLICT (space_id, key) DO NOTHING"),
-                     {"s": space.id, "k": state.key, "v": _vector_literal(vector)})
-        conn.commit()
+        conn.execute(_STORE_EMBEDDING_SQL, {"s": space.id, "k": state.key, "v": vector_literal(vector)})
         return vector
 
     def _embed(self, texts: Sequence[str], embedder: Embedder | None = None) -> np.ndarray:
@@ -439,10 +469,12 @@ class SemanticCache:
 
     def _candidates(self, conn: Connection, space: _Space, vector: np.ndarray, key: str,
                     k: int) -> list:
-        if self.ef_search:
-            conn.execute(text(f"SET LOCAL hnsw.ef_search = {int(self.ef_search)}"))
-        return conn.execute(text(self._search_sql(space)),
-                            {"vec": _vector_literal(vector), "k": k, "key": key}).all()
+        statement = self._search_statements.get(space.id)
+        if statement is None:
+            # The search breadth goes in the same round trip as the search.
+            breadth = f"SET LOCAL hnsw.ef_search = {int(self.ef_search)};" if self.ef_search else ""
+            statement = self._search_statements[space.id] = text(breadth + self._search_sql(space))
+        return conn.execute(statement, {"vec": vector_literal(vector), "k": k, "key": key}).all()
 
     def _nearest(self, conn: Connection, space: _Space, vector: np.ndarray, key: str, threshold: float):
         for row in self._candidates(conn, space, vector, key, self.candidates):
@@ -457,9 +489,11 @@ class SemanticCache:
         key = topic_key(topic, self.max_topic_chars)
         space = self.space()
         with self.engine.connect() as conn:
-            vector = self._embedding(conn, space, _Lookup(topic=topic, key=key, started=time.perf_counter()))
+            vector = self._embedding(conn, space, _Lookup(topic=topic, key=key, started=time.perf_counter()),
+                                     look=True)
+            conn.commit()
             rows = conn.execute(text("EXPLAIN " + self._search_sql(space)),
-                                {"vec": _vector_literal(vector), "k": self.candidates, "key": key}).scalars()
+                                {"vec": vector_literal(vector), "k": self.candidates, "key": key}).scalars()
             return "\n".join(rows)
 
     def neighbours(self, topic: str, *, k: int = 5, threshold: float | None = None) -> list[Neighbour]:
@@ -468,7 +502,9 @@ class SemanticCache:
         threshold = self.threshold if threshold is None else check_threshold(threshold)
         space = self.space()
         with self.engine.connect() as conn:
-            vector = self._embedding(conn, space, _Lookup(topic=topic, key=key, started=time.perf_counter()))
+            vector = self._embedding(conn, space, _Lookup(topic=topic, key=key, started=time.perf_counter()),
+                                     look=True)
+            conn.commit()
             rows = self._candidates(conn, space, vector, key, k)
         exact = any(row.key == key for row in rows)
         out, chosen = [], exact
@@ -633,7 +669,7 @@ class SemanticCache:
                         VALUES (:s, :k, CAST(:v AS vector), :e)
                         ON CONFLICT (space_id, key) DO UPDATE SET entry_id = excluded.entry_id
                     """), {"s": space.id, "k": row.key, "e": row.id,
-                           "v": _vector_literal(np.asarray(known[row.key], dtype=np.float32))})
+                           "v": vector_literal(np.asarray(known[row.key], dtype=np.float32))})
             done += len(batch)
             if progress:
                 progress(done, len(todo))
@@ -642,22 +678,14 @@ class SemanticCache:
     # ------------------------------------------------------------------ events and stats
 
     def _record(self, conn: Connection, result: CacheResult) -> None:
-        # Losing the last few hit events in a crash is acceptable; waiting for a disk flush on
-        # every cache hit is not. A new entry's transaction waits, as it should.
         t = result.timings
-        durability = "" if result.kind == "generated" else "SET LOCAL synchronous_commit = off;"
-        conn.execute(text(durability + """
-            INSERT INTO semcache_events (query, key, kind, entry_id, served_key, distance, threshold, space_id,
-                                         embedded, embed_ms, search_ms, generate_ms, blob_ms, total_ms,
-                                         cost_spent_usd, cost_saved_usd)
-            VALUES (:query, :key, :kind, :entry_id, :served_key, :distance, :threshold, :space_id, :embedded,
-                    :embed_ms, :search_ms, :generate_ms, :blob_ms, :total_ms, :spent, :saved)
-        """), {"query": result.topic[:1000], "key": result.key, "kind": result.kind, "entry_id": result.entry_id,
-               "served_key": result.served_key, "distance": result.distance, "threshold": result.threshold,
-               "space_id": self._space.id if self._space else None, "embedded": result.embedded,
-               "embed_ms": t.embed_ms, "search_ms": t.search_ms, "generate_ms": t.generate_ms,
-               "blob_ms": t.blob_ms, "total_ms": t.total_ms, "spent": result.cost_spent_usd,
-               "saved": result.cost_saved_usd})
+        conn.execute(_GENERATED_EVENT_SQL if result.kind == "generated" else _HIT_EVENT_SQL,
+                     {"query": result.topic[:1000], "key": result.key, "kind": result.kind,
+                      "entry_id": result.entry_id, "served_key": result.served_key, "distance": result.distance,
+                      "threshold": result.threshold, "space_id": self._space.id if self._space else None,
+                      "embedded": result.embedded, "embed_ms": t.embed_ms, "search_ms": t.search_ms,
+                      "generate_ms": t.generate_ms, "blob_ms": t.blob_ms, "total_ms": t.total_ms,
+                      "spent": result.cost_spent_usd, "saved": result.cost_saved_usd})
 
     def _record_error(self, state: "_Lookup", threshold: float | None, exc: Exception) -> None:
         try:

@@ -30,12 +30,16 @@ def require(condition: bool, reason: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_url(tmp_path_factory) -> str:
+def pg_url() -> str:
+    """A fresh server for the session, removed with its data when the session ends. Its folder
+    is under /var/tmp because, as root, the server runs as another user who must reach it."""
+    import tempfile
+
     from db.engine import embedded_postgres_url
 
-    folder = tmp_path_factory.mktemp("pg")
+    folder = Path(tempfile.mkdtemp(prefix="mailsearch-test-", dir="/var/tmp"))
     os.chmod(folder, 0o755)
-    return embedded_postgres_url(folder / "data", keep_running=False)
+    return embedded_postgres_url(folder, on_exit="delete")
 
 
 @pytest.fixture(scope="session")
@@ -50,16 +54,17 @@ def engine(pg_url):
 
 CACHE_TABLES = ("semcache_events", "semcache_feedback", "semcache_embeddings", "semcache_entries",
                 "semcache_spaces", "semcache_settings")
+MAIL_TABLES = ("mail_embeddings", "mail_messages", "mail_imap_state")
 
 
 @pytest.fixture
 def db(engine):
-    """The engine, with the cache's tables emptied (and their per-space indexes dropped)."""
+    """The engine, with every table emptied (and the cache's per-space indexes dropped)."""
     with engine.begin() as conn:
         for name in conn.execute(text("SELECT indexname FROM pg_indexes "
                                       "WHERE indexname LIKE 'semcache_embeddings_hnsw_space_%'")).scalars():
             conn.execute(text(f'DROP INDEX "{name}"'))
-        conn.execute(text(f"TRUNCATE {', '.join(CACHE_TABLES)} RESTART IDENTITY CASCADE"))
+        conn.execute(text(f"TRUNCATE {', '.join(CACHE_TABLES + MAIL_TABLES)} RESTART IDENTITY CASCADE"))
     return engine
 
 
@@ -96,3 +101,4 @@ def emoji_generator(local_embedder, emoji_cache_dir):
     generator = EmojiPixelArtGenerator(local_embedder, cache_dir=emoji_cache_dir)
     generator.prepare()
     return generator
+from imapserver import imap_server  # noqa: E402,F401  (session fixture)

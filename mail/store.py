@@ -1,0 +1,292 @@
+"""Importing: parse messages in batches, embed them in batches, and file them per owner.
+
+Re-importing a mailbox adds nothing: messages are identified by (owner, Message-ID), or by a
+hash of their bytes when they have none. A message that cannot be read is counted with its
+reason and the import carries on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Sequence
+from urllib.parse import unquote, urlsplit
+
+import numpy as np
+from sqlalchemy import Connection, Engine, text
+
+from mail.parse import parse_message
+from semcache.cache import vector_literal
+from mail.types import ImportProgress, ImportSummary, ParsedMessage, ParseError, RawMessage
+
+ProgressCallback = Callable[[ImportProgress], None]
+
+BATCH_SIZE = 200
+_MODEL_NAME = re.compile(r"^[A-Za-z0-9._:/@+-]{1,200}$")
+
+
+@dataclass(frozen=True)
+class MailSpace:
+    """Where one embedding model's message vectors are indexed."""
+
+    model: str
+    dimensions: int
+
+    @property
+    def cast(self) -> str:
+        return f"{'halfvec' if self.dimensions > 2000 else 'vector'}({self.dimensions})"
+
+    @property
+    def opclass(self) -> str:
+        return "halfvec_cosine_ops" if self.dimensions > 2000 else "vector_cosine_ops"
+
+    @property
+    def index_name(self) -> str:
+        digest = hashlib.sha256(f"{self.model}@{self.dimensions}".encode()).hexdigest()[:12]
+        return f"mail_embeddings_hnsw_{digest}"
+
+    @property
+    def predicate(self) -> str:
+        # Literals, so the planner can match the partial index; the name is checked on creation.
+        return f"model = '{self.model}' AND dimensions = {self.dimensions}"
+
+
+_spaces_ready: set[tuple[int, MailSpace]] = set()
+_spaces_lock = threading.Lock()
+
+
+def mail_space(engine: Engine, embedder) -> MailSpace:
+    """The embedder's space, with its HNSW index created on first use."""
+    if not _MODEL_NAME.match(embedder.model):
+        raise ValueError(f"Embedding model name {embedder.model!r} has characters not allowed in a name.")
+    space = MailSpace(embedder.model, int(embedder.dimensions))
+    token = (id(engine), space)
+    if token in _spaces_ready:
+        return space
+    with _spaces_lock, engine.begin() as conn:
+        conn.execute(text("SELECT pg_advisory_xact_lock(727274003)"))
+        conn.execute(text(f"CREATE INDEX IF NOT EXISTS {space.index_name} ON mail_embeddings "
+                          f"USING hnsw ((embedding::{space.cast}) {space.opclass}) WHERE {space.predicate}"))
+        _spaces_ready.add(token)
+    return space
+
+
+def thread_id(message: ParsedMessage) -> str:
+    """The thread a message belongs to: the first message its References name (the thread's
+    root), else its parent, else itself."""
+    if message.references:
+        return message.references[0]
+    return message.in_reply_to or message.message_id or message.content_hash
+
+
+def _clean(value: str) -> str:
+    """Text PostgreSQL accepts: no NUL characters, no lone surrogates."""
+    return value.replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
+
+
+_INSERT = text("""
+    INSERT INTO mail_messages (owner, message_id, content_hash, thread_id, in_reply_to, subject, from_name,
+                               from_addr, to_addrs, cc_addrs, sent_at, body, excerpt, attachments, is_html,
+                               signed, size_bytes, folder, source)
+    SELECT :owner, m.message_id, m.content_hash, m.thread_id, m.in_reply_to, m.subject, m.from_name,
+           m.from_addr, ARRAY(SELECT jsonb_array_elements_text(m.to_addrs)),
+           ARRAY(SELECT jsonb_array_elements_text(m.cc_addrs)), m.sent_at, m.body, m.excerpt, m.attachments,
+           m.is_html, m.signed, m.size_bytes, m.folder, m.source
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS m(
+        n int, message_id text, content_hash text, thread_id text, in_reply_to text, subject text,
+        from_name text, from_addr text, to_addrs jsonb, cc_addrs jsonb, sent_at timestamptz, body text,
+        excerpt text, attachments jsonb, is_html boolean, signed boolean, size_bytes int, folder text,
+        source text)
+    ORDER BY m.n
+    ON CONFLICT DO NOTHING
+    RETURNING id, message_id, content_hash
+""")
+
+
+def _row(n: int, message: ParsedMessage, raw: RawMessage) -> dict:
+    return {
+        "n": n, "message_id": message.message_id and _clean(message.message_id), "content_hash": message.content_hash,
+        "thread_id": _clean(thread_id(message)), "in_reply_to": message.in_reply_to and _clean(message.in_reply_to),
+        "subject": _clean(message.subject), "from_name": _clean(message.from_name),
+        "from_addr": _clean(message.from_addr), "to_addrs": [_clean(a) for a in message.to],
+        "cc_addrs": [_clean(a) for a in message.cc], "sent_at": message.date.isoformat() if message.date else None,
+        "body": _clean(message.body), "excerpt": _clean(message.excerpt),
+        "attachments": [{"filename": a.filename and _clean(a.filename), "content_type": a.content_type,
+                         "size": a.size} for a in message.attachments],
+        "is_html": message.is_html, "signed": message.signed, "size_bytes": message.size,
+        "folder": raw.folder and _clean(raw.folder), "source": _clean(raw.source_id),
+    }
+
+
+
+
+def _batches(items: Iterable, size: int) -> Iterator[list]:
+    batch: list = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def import_messages(
+    engine: Engine,
+    owner: str,
+    source: Iterable,
+    *,
+    embedder=None,
+    total: int | None = None,
+    progress: ProgressCallback | None = None,
+    account: str | None = None,
+    batch_size: int = BATCH_SIZE,
+) -> ImportSummary:
+    """Parse, embed (when ``embedder`` is given) and store every message ``source`` yields for
+    ``owner``. ``source`` yields `RawMessage`s, or objects with ``source_id`` and ``reason``
+    for messages the source itself had to skip (too large, unreadable file). IMAP messages
+    (with ``uid``) advance the stored state of ``account`` after each batch is committed.
+    """
+    if not owner or not owner.strip():
+        raise ValueError("An import needs an owner.")
+    space = mail_space(engine, embedder) if embedder is not None else None
+    started = time.perf_counter()
+    total = total if total is not None else getattr(source, "total", None)
+    imported = duplicates = done = 0
+    failures: list[tuple[str, str]] = []
+
+    for batch in _batches(source, batch_size):
+        parsed: list[tuple[ParsedMessage, RawMessage]] = []
+        imap_marks: dict[str, tuple[int, int]] = {}
+        for item in batch:
+            if not isinstance(item, RawMessage):
+                failures.append((item.source_id, item.reason))
+                continue
+            if item.uid is not None and item.folder is not None and item.uidvalidity is not None:
+                previous = imap_marks.get(item.folder, (item.uidvalidity, 0))
+                imap_marks[item.folder] = (item.uidvalidity, max(previous[1], item.uid))
+            try:
+                parsed.append((parse_message(item.raw), item))
+            except ParseError as exc:
+                failures.append((item.source_id, str(exc)))
+            except Exception as exc:  # a parser bug must not stop the import; it is reported
+                failures.append((item.source_id, f"unexpected {type(exc).__name__}: {exc}"))
+
+        with engine.begin() as conn:
+            fresh, repeated = _new_only(conn, owner, parsed)
+            duplicates += repeated
+            vectors = None
+            if space is not None and fresh:
+                vectors = np.asarray(embedder.embed([m.excerpt or m.subject or " " for m, _ in fresh]),
+                                     dtype=np.float32)
+            rows = [_row(n, m, raw) for n, (m, raw) in enumerate(fresh)]
+            inserted = conn.execute(_INSERT, {"owner": owner, "rows": json.dumps(rows)}).all() if rows else []
+            duplicates += len(fresh) - len(inserted)
+            imported += len(inserted)
+            if vectors is not None and inserted:
+                position = {(m.message_id, m.content_hash if m.message_id is None else None): i
+                            for i, (m, _) in enumerate(fresh)}
+                conn.execute(text(f"""
+                    INSERT INTO mail_embeddings (message_pk, owner, model, dimensions, embedding)
+                    SELECT pk, :owner, :model, :dims, CAST(vec AS vector)
+                    FROM unnest(CAST(:pks AS bigint[]), CAST(:vecs AS text[])) AS t(pk, vec)
+                    ON CONFLICT DO NOTHING"""), {
+                    "owner": owner, "model": space.model, "dims": space.dimensions,
+                    "pks": [row.id for row in inserted],
+                    "vecs": [vector_literal(vectors[position[(row.message_id,
+                                                               row.content_hash if row.message_id is None
+                                                               else None)]]) for row in inserted]})
+            if account and imap_marks:
+                _save_imap_state(conn, owner, account, imap_marks)
+
+        done += len(batch)
+        if progress is not None:
+            elapsed = time.perf_counter() - started
+            rate = done / elapsed if elapsed > 0 else 0.0
+            eta = (total - done) / rate if total and rate > 0 and total >= done else None
+            progress(ImportProgress(done=done, total=total, rate=rate, eta_seconds=eta))
+
+    return ImportSummary(imported=imported, duplicates=duplicates, failed=len(failures), failures=failures,
+                         seconds=time.perf_counter() - started, embedded=space is not None)
+
+
+def _new_only(conn: Connection, owner: str, parsed: Sequence[tuple[ParsedMessage, RawMessage]]):
+    """Drop messages this owner already has (so they are not embedded again) and repeats within
+    the batch; returns the rest and how many were dropped."""
+    seen: set[tuple[str, str]] = set()
+    unique = []
+    for message, raw in parsed:
+        identity = ("id", message.message_id) if message.message_id else ("hash", message.content_hash)
+        if identity not in seen:
+            seen.add(identity)
+            unique.append((message, raw))
+    ids = [m.message_id for m, _ in unique if m.message_id]
+    hashes = [m.content_hash for m, _ in unique if not m.message_id]
+    known = conn.execute(text("""
+        SELECT 'id' AS kind, message_id AS value FROM mail_messages
+        WHERE owner = :owner AND message_id = ANY(CAST(:ids AS text[]))
+        UNION ALL
+        SELECT 'hash', content_hash FROM mail_messages
+        WHERE owner = :owner AND message_id IS NULL AND content_hash = ANY(CAST(:hashes AS text[]))
+    """), {"owner": owner, "ids": ids, "hashes": hashes}).all()
+    known_set = {(row.kind, row.value) for row in known}
+    fresh = [(m, raw) for m, raw in unique
+             if (("id", m.message_id) if m.message_id else ("hash", m.content_hash)) not in known_set]
+    return fresh, len(parsed) - len(fresh)
+
+
+def _save_imap_state(conn: Connection, owner: str, account: str, marks: dict[str, tuple[int, int]]) -> None:
+    for folder, (uidvalidity, last_uid) in marks.items():
+        conn.execute(text("""
+            INSERT INTO mail_imap_state (owner, account, folder, uidvalidity, last_uid, updated_at)
+            VALUES (:owner, :account, :folder, :uidvalidity, :last_uid, now())
+            ON CONFLICT (owner, account, folder) DO UPDATE
+            SET last_uid = CASE WHEN mail_imap_state.uidvalidity = excluded.uidvalidity
+                                THEN GREATEST(mail_imap_state.last_uid, excluded.last_uid)
+                                ELSE excluded.last_uid END,
+                uidvalidity = excluded.uidvalidity, updated_at = now()
+        """), {"owner": owner, "account": account, "folder": folder, "uidvalidity": uidvalidity,
+               "last_uid": last_uid})
+
+
+def imap_state(engine: Engine, owner: str, account: str) -> dict[str, tuple[int, int]]:
+    """folder → (uidvalidity, last_uid) from the previous imports of ``account`` by ``owner``."""
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT folder, uidvalidity, last_uid FROM mail_imap_state "
+                                 "WHERE owner = :owner AND account = :account"),
+                            {"owner": owner, "account": account}).all()
+    return {row.folder: (int(row.uidvalidity), int(row.last_uid)) for row in rows}
+
+
+def message_count(engine: Engine, owner: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM mail_messages WHERE owner = :owner"),
+                            {"owner": owner}).scalar_one()
+
+
+def imap_account(url: str, user: str | None = None) -> str | None:
+    """The account an IMAP URL names, as "user@host:port" (no password): the key of its saved
+    import state. None for anything that is not an IMAP URL."""
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("imap", "imaps"):
+        return None
+    port = parts.port or (993 if parts.scheme.lower() == "imaps" else 143)
+    return f"{user or unquote(parts.username or '')}@{(parts.hostname or '').lower()}:{port}"
+
+
+def import_from(engine: Engine, owner: str, target: str | os.PathLike[str], *, embedder=None,
+                user: str | None = None, password: str | None = None, progress: ProgressCallback | None = None,
+                **source_options) -> ImportSummary:
+    """Import a path (mbox, Maildir, .eml files, a .zip of them) or an IMAP URL for ``owner``.
+    An IMAP account continues from where its previous import stopped."""
+    from mail.sources import open_source
+
+    account = imap_account(os.fspath(target), user)
+    state = imap_state(engine, owner, account) if account else None
+    with open_source(target, user=user, password=password, state=state, **source_options) as source:
+        return import_messages(engine, owner, source, embedder=embedder, progress=progress, account=account)

@@ -1,0 +1,252 @@
+"""Importing and searching mail against the real database and the real local model."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime, timezone
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from mail.demo import write_demo_mbox
+from mail.search import message, search, thread
+from mail.sources import open_source
+from mail.store import import_messages, message_count
+from mail.types import QueryError, RawMessage
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def mail(subject: str, body: str, *, sender: str = "Alex Doe <alex@example.com>", to: str = "me@example.org",
+         date: datetime | None = None, html: bool = False, attachment: bytes | None = None,
+         message_id: str | None = "auto", references: str | None = None) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = to
+    msg["Subject"] = subject
+    msg["Date"] = format_datetime(date or datetime(2025, 3, 1, 12, tzinfo=timezone.utc))
+    if message_id:
+        msg["Message-ID"] = make_msgid(domain="example.com") if message_id == "auto" else message_id
+    if references:
+        msg["References"] = references
+        msg["In-Reply-To"] = references.split()[-1]
+    if html:
+        msg.set_content(body, subtype="html")
+    else:
+        msg.set_content(body)
+    if attachment is not None:
+        msg.add_attachment(attachment, maintype="application", subtype="pdf", filename="statement.pdf")
+    return msg.as_bytes()
+
+
+def raw(messages: list[bytes]) -> list[RawMessage]:
+    return [RawMessage(raw=m, source_id=f"test #{i}") for i, m in enumerate(messages, 1)]
+
+
+LABELLED = {
+    "dog-word": mail("Dog walking rota", "Who walks the dog on Tuesday? The dog needs a long walk."),
+    "puppy-no-dog-word": mail("Our new arrival", "The puppy chewed my slippers and barked at the postman."),
+    "cat": mail("Cat food order", "Ordered the cat's favourite salmon food, the kitten loves it."),
+    "invoice": mail("Invoice 2291", "Please find the invoice for March attached. Payment due in 30 days.",
+                    attachment=b"%PDF-1.4 small"),
+    "paris": mail("Trip to Paris", "Train tickets to Paris are booked; hotel near the Louvre.",
+                  sender="Jamie Lee <jamie@example.net>", date=datetime(2024, 6, 2, tzinfo=timezone.utc)),
+    "football": mail("Football practice", "Practice moved to Saturday morning at the park.",
+                     to="team@example.org", date=datetime(2023, 9, 9, tzinfo=timezone.utc)),
+}
+
+
+@pytest.fixture
+def labelled(db, local_embedder):
+    summary = import_messages(db, "alice", raw(list(LABELLED.values())), embedder=local_embedder)
+    assert summary.imported == len(LABELLED) and summary.failed == 0
+    return db
+
+
+def subjects(results) -> list[str]:
+    return [h.subject for h in results.hits]
+
+
+# ---------------------------------------------------------------------------- ranking
+
+def test_exact_word_ranks_first_and_meaning_finds_the_rest(labelled, local_embedder):
+    results = search(labelled, "alice", "dog", embedder=local_embedder)
+    assert subjects(results)[0] == "Dog walking rota"
+    assert "Our new arrival" in subjects(results)[:3], "the puppy mail never says dog"
+    assert results.hits[0].text_rank == 1 and results.hits[0].semantic_rank is not None
+    assert results.topic == "dog"
+
+
+def test_puppy_finds_dog_mail_that_never_says_puppy(labelled, local_embedder):
+    results = search(labelled, "alice", "canine", embedder=local_embedder)
+    assert set(subjects(results)[:2]) == {"Dog walking rota", "Our new arrival"}
+    assert all(h.text_rank is None for h in results.hits), "no message contains the word"
+
+
+def test_without_an_embedder_search_is_full_text(labelled):
+    results = search(labelled, "alice", "invoice")
+    assert subjects(results) == ["Invoice 2291"]
+    assert results.hits[0].semantic_rank is None
+
+
+def test_snippets_are_escaped_and_highlighted(db, local_embedder):
+    import_messages(db, "alice", raw([mail("Alert", "Note: the dog is 3 < 4 years old & fine <script>alert(1)</script>")]),
+                    embedder=local_embedder)
+    (hit,) = search(db, "alice", "dog", embedder=local_embedder).hits
+    assert "<mark>dog</mark>" in hit.snippet
+    assert "<script" not in hit.snippet and "3 &lt; 4" in hit.snippet and "&amp;" in hit.snippet
+
+
+# ---------------------------------------------------------------------------- query syntax
+
+@pytest.mark.parametrize("query,expected", [
+    ("from:jamie", ["Trip to Paris"]),
+    ("from:jamie@example.net paris", ["Trip to Paris"]),
+    ("to:team@example.org", ["Football practice"]),
+    ("subject:invoice", ["Invoice 2291"]),
+    ('subject:"walking rota"', ["Dog walking rota"]),
+    ("has:attachment", ["Invoice 2291"]),
+    ("before:2024-01-01", ["Football practice"]),
+    ("after:2024-06-01 before:2024-06-03", ["Trip to Paris"]),
+    ('"train tickets"', ["Trip to Paris"]),
+])
+def test_operators_filter(labelled, local_embedder, query, expected):
+    assert subjects(search(labelled, "alice", query, embedder=local_embedder)) == expected
+
+
+def test_excluded_words_remove_messages_from_both_rankings(labelled, local_embedder):
+    found = subjects(search(labelled, "alice", "dog -puppy", embedder=local_embedder))
+    assert "Dog walking rota" in found and "Our new arrival" not in found
+
+
+def test_bad_dates_are_a_clear_error(labelled):
+    with pytest.raises(QueryError, match="after"):
+        search(labelled, "alice", "after:someday")
+
+
+def test_pagination(labelled, local_embedder):
+    first = search(labelled, "alice", "after:2000-01-01", limit=2)
+    second = search(labelled, "alice", "after:2000-01-01", limit=2, offset=2)
+    assert first.total == len(LABELLED) and len(first.hits) == 2
+    assert not {h.id for h in first.hits} & {h.id for h in second.hits}
+
+
+# ---------------------------------------------------------------------------- owners
+
+def test_an_owner_never_sees_another_owners_mail(labelled, local_embedder):
+    import_messages(labelled, "bob", raw([mail("Bob's secret", "The zeppelin arrives at noon.")]),
+                    embedder=local_embedder)
+    assert search(labelled, "alice", "zeppelin", embedder=local_embedder).hits == [] or \
+        all(h.subject != "Bob's secret" for h in search(labelled, "alice", "zeppelin", embedder=local_embedder).hits)
+    assert all(h.subject != "Bob's secret" for h in search(labelled, "alice", "from:alex").hits)
+    with labelled.connect() as conn:
+        bob_id, bob_thread = conn.execute(text("SELECT id, thread_id FROM mail_messages WHERE owner = 'bob'")).one()
+    assert message(labelled, "alice", bob_id) is None
+    assert thread(labelled, "alice", bob_thread) == []
+    assert message(labelled, "bob", bob_id).subject == "Bob's secret"
+    assert subjects(search(labelled, "bob", "zeppelin", embedder=local_embedder)) == ["Bob's secret"]
+
+
+# ---------------------------------------------------------------------------- import
+
+def test_reimport_adds_nothing_and_embeds_nothing(db, local_embedder):
+    messages = [mail(f"Note {i}", f"Body {i}") for i in range(5)] + [
+        mail("No id", "A message without a Message-ID", message_id=None)]
+    first = import_messages(db, "alice", raw(messages), embedder=local_embedder)
+    assert (first.imported, first.duplicates, first.failed) == (6, 0, 0)
+
+    class Counting:
+        model, dimensions = local_embedder.model, local_embedder.dimensions
+        calls = 0
+
+        def embed(self, texts):
+            Counting.calls += len(texts)
+            return local_embedder.embed(texts)
+
+    again = import_messages(db, "alice", raw(messages + messages[:2]), embedder=Counting())
+    assert (again.imported, again.duplicates) == (0, 8)
+    assert Counting.calls == 0
+    assert message_count(db, "alice") == 6
+
+
+def test_broken_messages_are_counted_and_the_import_carries_on(db, local_embedder):
+    items = raw([mail("Fine", "A fine message"), b"\x89PNG\r\n\x1a\n\x00\x00binary", b"",
+                 mail("Also fine", "Another")])
+    summary = import_messages(db, "alice", items, embedder=local_embedder)
+    assert (summary.imported, summary.failed) == (2, 2)
+    assert [source for source, _ in summary.failures] == ["test #2", "test #3"]
+    assert all(reason for _, reason in summary.failures)
+
+
+def test_threads_and_progress(db, local_embedder):
+    root_id = make_msgid(domain="example.com")
+    messages = [mail("Plans", "Shall we meet?", message_id=root_id),
+                mail("Re: Plans", "Yes, at noon.", references=root_id),
+                mail("Unrelated", "Something else")]
+    seen = []
+    import_messages(db, "alice", raw(messages), embedder=local_embedder, progress=seen.append, total=3,
+                    batch_size=2)
+    assert [p.done for p in seen] == [2, 3] and seen[-1].total == 3 and seen[-1].rate > 0
+    hit = search(db, "alice", "noon").hits[0]
+    assert [m.subject for m in thread(db, "alice", hit.thread_id)] == ["Plans", "Re: Plans"]
+
+
+def test_demo_mailbox_imports_and_finds_topics(db, local_embedder, tmp_path):
+    path = tmp_path / "demo.mbox"
+    count = write_demo_mbox(path, count=120, now=datetime(2026, 11, 1, tzinfo=timezone.utc))
+    source = open_source(path)
+    summary = import_messages(db, "demo", source, embedder=local_embedder)
+    assert summary.imported == count and summary.failed == 0
+    for topic in ["dog", "invoice", "trip to Paris"]:
+        assert search(db, "demo", topic, embedder=local_embedder).hits, topic
+
+
+def test_command_line_import_and_search(db, pg_url, tmp_path):
+    folder = tmp_path / "eml"
+    folder.mkdir()
+    for name, message_bytes in LABELLED.items():
+        (folder / f"{name}.eml").write_bytes(message_bytes)
+    (folder / "broken.eml").write_bytes(b"\x89PNG\r\n\x1a\nnot mail")
+    env = {**os.environ, "DATABASE_URL": pg_url, "DATA_DIR": str(tmp_path), "EMBEDDING_PROVIDER": "local"}
+
+    def run(*args):
+        done = subprocess.run([sys.executable, "-m", "mail", *args], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout)
+
+    summary = run("import", str(folder), "--owner", "carol", "--json")
+    assert (summary["imported"], summary["failed"]) == (len(LABELLED), 1)
+    assert summary["failures"][0]["source"].endswith("broken.eml") and summary["seconds"] > 0
+    assert run("import", str(folder), "--owner", "carol", "--json")["duplicates"] == len(LABELLED)
+    hits = run("search", "puppy", "--owner", "carol", "--json")
+    assert hits and {"message_id", "subject", "sender", "date", "score"} <= set(hits[0])
+    assert hits[0]["subject"] in {"Dog walking rota", "Our new arrival"}
+    assert run("search", "puppy", "--owner", "nobody", "--json") == []
+
+
+def test_imap_import_is_incremental_and_marks_nothing_read(db, local_embedder, imap_server):
+    from mail.store import import_from
+
+    user = "bob"
+    folder = "Import" + make_msgid(domain="x").strip("<>").split("@")[0][-8:]
+    for i in range(3):
+        imap_server.append(folder, mail(f"IMAP note {i}", f"Body {i}"), user=user)
+    url = f"imap://{user}@{imap_server.host}:{imap_server.port}/{folder}"
+    password = imap_server.passwords[user]
+    first = import_from(db, "alice", url, embedder=local_embedder, password=password)
+    assert (first.imported, first.failed) == (3, 0)
+    flags = imap_server.flags(folder, user=user)
+    assert len(flags) == 3 and not any("\\Seen" in f for f in flags.values())
+    imap_server.append(folder, mail("IMAP note 3", "Body 3"), user=user)
+    second = import_from(db, "alice", url, embedder=local_embedder, password=password)
+    assert (second.imported, second.duplicates) == (1, 0), "only the new UID is fetched"
+    with db.connect() as conn:
+        state = conn.execute(text("SELECT account, folder, last_uid FROM mail_imap_state")).one()
+    assert state.folder == folder and state.last_uid == 4 and password not in state.account
