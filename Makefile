@@ -5,11 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
 
-.PHONY: run test venv venv-dev bench threshold clean
+.PHONY: run test venv venv-dev demo bench threshold clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
 	# torch is pinned to the CPU build in requirements.txt and installed in this same command.
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
@@ -24,11 +23,15 @@ venv-dev: $(VENV)/.installed-dev
 run: venv
 	$(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
+demo: venv
+	$(PY) -m mail demo --import
+
 test: venv-dev
 	$(PY) -m pytest -q
 
 bench: venv-dev
-	$(PY) -m benchmarks.cache_bench
+	$(PY) -m benchmarks.cache_bench --json bench-results/cache-wordnet-100k.json
+	$(PY) -m benchmarks.mail_bench --mail ../shared/data/mail --json bench-results/mail.json
 
 threshold: venv
 	$(PY) -m benchmarks.threshold --pairs ../shared/data/pairs

@@ -75,4 +75,4 @@ def build_cache(settings: Settings, *, engine: Engine | None = None, embedder: E
     return SemanticCache(
         engine, embedder, build_generator(settings, embedder), build_blob_store(settings),
         default_threshold=settings.default_threshold, max_topic_chars=settings.max_topic_chars,
-        max_entries=settings.cache_max_entries, max_age=max_age)
+        max_entries=settings.cache_max_entries, max_age=max_age, ef_search=settings.hnsw_ef_search)

