@@ -14,6 +14,7 @@ import re
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 from urllib.parse import unquote, urlsplit
 
@@ -290,3 +291,20 @@ def import_from(engine: Engine, owner: str, target: str | os.PathLike[str], *, e
     state = imap_state(engine, owner, account) if account else None
     with open_source(target, user=user, password=password, state=state, **source_options) as source:
         return import_messages(engine, owner, source, embedder=embedder, progress=progress, account=account)
+
+
+DEMO_MESSAGES = 300
+
+
+def import_demo(engine: Engine, owner: str, embedder, data_dir: Path, *, count: int = DEMO_MESSAGES,
+                progress: ProgressCallback | None = None) -> ImportSummary:
+    """Write the demo mailbox into ``data_dir`` (once) and import it for ``owner``."""
+    from mail.demo import write_demo_mbox
+    from mail.sources import open_source
+
+    path = Path(data_dir) / "demo.mbox"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_demo_mbox(path, count=count)
+    with open_source(path) as source:
+        return import_messages(engine, owner, source, embedder=embedder, progress=progress)

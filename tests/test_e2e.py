@@ -1,0 +1,193 @@
+"""End to end in a real browser: `streamlit run app.py` on a loopback port against the test
+database, driven by Playwright in Debian's Chromium. Screenshots of each step are saved under
+test-artifacts/e2e/."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import require
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts" / "e2e"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+OWNER = "e2e"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def app_url(db, pg_url, tmp_path, emoji_cache_dir):
+    """The whole app, started as a user would start it, on a fresh (emptied) database."""
+    port = free_port()
+    (tmp_path / "emoji-index").symlink_to(emoji_cache_dir)
+    env = {**os.environ, "DATABASE_URL": pg_url, "DATA_DIR": str(tmp_path), "EMBEDDING_PROVIDER": "local",
+           "IMAGE_PROVIDER": "offline", "DEFAULT_OWNER": OWNER, "OPENAI_API_KEY": ""}
+    log = open(tmp_path / "streamlit.log", "w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
+         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.2)
+    else:
+        process.kill()
+        pytest.fail("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:])
+    yield url
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()
+
+
+@pytest.fixture
+def browser_page():
+    require(Path(CHROMIUM).exists(), "Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(120_000)
+        yield page
+        browser.close()
+
+
+def shot(page, name: str) -> None:
+    page.wait_for_timeout(300)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def search_for(page, query: str) -> None:
+    box = page.get_by_placeholder(re.compile("dog · invoices"))
+    box.fill(query)
+    box.press("Enter")
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
+
+
+def image_caption(page):
+    return page.locator("[data-testid='stCaptionContainer']").filter(
+        has_text=re.compile("Generated|cache hit|Served from cache|No picture"))
+
+
+def test_search_story_in_a_real_browser(app_url, browser_page):
+    page = browser_page
+    outside = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith(("http://127.0.0.1", "data:",
+                                                                              "blob:", "about:")) else None)
+    page.goto(app_url)
+    page.get_by_text("There is no mail here yet").wait_for()
+    shot(page, "01-empty-state")
+
+    page.get_by_role("button", name="Load the demo mailbox").click()
+    page.get_by_placeholder(re.compile("dog · invoices")).wait_for(timeout=180_000)
+    shot(page, "02-demo-loaded")
+
+    search_for(page, "dog")
+    image_caption(page).filter(has_text="Generated").wait_for()
+    assert page.locator("mark").first.inner_text().lower().startswith("dog")
+    shot(page, "03-dog-generated")
+
+    search_for(page, "puppy")
+    served = image_caption(page).filter(has_text="Served from cache")
+    served.wait_for()
+    assert re.search(r"Served from cache: dog \(distance 0\.\d\d, saved \$0\.04\)", served.inner_text())
+    shot(page, "04-puppy-served-from-dog")
+
+    page.get_by_role("button", name="Open").first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.wait_for()
+    dialog.get_by_text(re.compile(r"^From .*@example")).first.wait_for()
+    shot(page, "05-message-open")
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="hidden")
+
+    page.get_by_role("link", name="Settings").click()
+    slider = page.get_by_role("slider")
+    slider.wait_for()
+    slider.focus()
+    slider.press("Home")
+    page.get_by_text("In use for every search").wait_for()
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stMetricValue\"]')]"
+                           ".some(e => e.innerText.trim() === '0.00')")
+    shot(page, "06-threshold-zero")
+
+    page.get_by_role("link", name="Search").click()
+    search_for(page, "doggy")
+    image_caption(page).filter(has_text="Generated").wait_for()
+    shot(page, "07-doggy-generated-at-zero")
+
+    page.get_by_role("link", name="Settings").click()
+    slider = page.get_by_role("slider")
+    slider.focus()
+    slider.press("End")
+    page.wait_for_function("() => [...document.querySelectorAll('[data-testid=\"stMetricValue\"]')]"
+                           ".some(e => e.innerText.trim() === '1.00')")
+    page.get_by_role("link", name="Search").click()
+    search_for(page, "pup")
+    image_caption(page).filter(has_text="Served from cache").wait_for()
+    shot(page, "08-pup-served-at-one")
+
+    page.get_by_role("link", name="Savings").click()
+    page.get_by_text("Semantic hits").first.wait_for()
+    values = page.locator("[data-testid='stMetric']").all_inner_texts()
+    figures = {text.splitlines()[0].strip(): text.splitlines()[-1].strip() for text in values if text.strip()}
+    shot(page, "09-savings")
+    # dog (generated), puppy (semantic), doggy (generated at 0), pup (semantic at 1.0)
+    assert figures["Generations"] == "2" and figures["Semantic hits"] == "2" and figures["Exact hits"] == "0"
+    assert outside == [], f"the page asked the network for {outside}"
+
+
+def test_html_mail_is_shown_as_text_and_runs_no_script(app_url, browser_page, db, local_embedder):
+    from email.message import EmailMessage
+
+    from mail.store import import_messages
+    from mail.types import RawMessage
+
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "Mallory <m@example.com>", "e2e@example.org", "Garden party"
+    msg["Message-ID"] = "<garden-party@example.com>"
+    msg.set_content("<html><body onload=\"window.__pwned='onload'\"><p>Garden party on Sunday</p>"
+                    "<script>window.__pwned='script'; alert('x')</script>"
+                    "<img src=\"http://tracker.example.com/pixel.gif\" onerror=\"window.__pwned='img'\">"
+                    "<a href=\"javascript:window.__pwned='link'\">details</a></body></html>", subtype="html")
+    import_messages(db, OWNER, [RawMessage(raw=msg.as_bytes(), source_id="e2e")], embedder=local_embedder)
+
+    page = browser_page
+    dialogs, outside = [], []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.on("request", lambda r: outside.append(r.url) if "example.com" in r.url else None)
+    page.goto(app_url)
+    search_for(page, "garden party")
+    page.get_by_role("button", name="Open").first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text("Garden party on Sunday").wait_for()
+    page.wait_for_timeout(1000)
+    shot(page, "10-html-mail-as-text")
+    assert page.evaluate("() => window.__pwned === undefined")
+    assert dialogs == [] and outside == []
+    assert "<script" not in dialog.inner_text()

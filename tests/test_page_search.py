@@ -1,0 +1,106 @@
+"""The Search page, run by Streamlit's AppTest against the test database and the real model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from mail.store import import_messages
+from test_mail import LABELLED, mail, raw
+
+ROOT = Path(__file__).resolve().parent.parent
+PAGE = str(ROOT / "pages" / "search.py")
+
+
+@pytest.fixture
+def app_env(db, pg_url, tmp_path, monkeypatch, emoji_cache_dir):
+    """The app's settings pointed at the test database, and fresh shared clients."""
+    import settings as settings_module
+
+    monkeypatch.setenv("DATABASE_URL", pg_url)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("EMBEDDING_PROVIDER", "local")
+    monkeypatch.setenv("IMAGE_PROVIDER", "offline")
+    monkeypatch.setenv("DEFAULT_OWNER", "alice")
+    (tmp_path / "emoji-index").symlink_to(emoji_cache_dir)
+    settings_module.get_settings.cache_clear()
+    st.cache_resource.clear()
+    yield db
+    settings_module.get_settings.cache_clear()
+    st.cache_resource.clear()
+
+
+def run_query(app: AppTest, query: str) -> AppTest:
+    app.text_input(key="q").input(query).run()
+    assert not app.exception, app.exception
+    return app
+
+
+def captions(app: AppTest) -> str:
+    return "\n".join(c.value for c in app.caption)
+
+
+def markdown(app: AppTest) -> str:
+    return "\n".join(m.value for m in app.markdown)
+
+
+def test_empty_mailbox_leads_to_import_or_demo(app_env):
+    app = AppTest.from_file(PAGE, default_timeout=180).run()
+    assert not app.exception
+    assert "no mail here yet" in app.info[0].value
+    next(b for b in app.button if b.label == "Load the demo mailbox").click().run()
+    assert not app.exception
+    assert app.text_input(key="q") is not None, "after loading the demo the search box appears"
+
+
+def test_search_shows_results_and_the_topic_image(app_env, local_embedder):
+    import_messages(app_env, "alice", raw(list(LABELLED.values())), embedder=local_embedder)
+    import_messages(app_env, "bob", raw([mail("Bob's dog", "Bob's dog is private to Bob")]), embedder=local_embedder)
+    app = AppTest.from_file(PAGE, default_timeout=180).run()
+
+    run_query(app, "dog")
+    assert "Dog walking rota" in markdown(app)
+    assert "Bob's dog" not in markdown(app), "another owner's mail never shows"
+    assert "Generated ($0.04)" in captions(app)
+    assert "<mark>dog</mark>" in markdown(app)
+
+    run_query(app, "puppy")
+    assert "Served from cache: *dog*" in captions(app) and "saved $0.04" in captions(app)
+
+    run_query(app, "dog")
+    assert "Exact cache hit" in captions(app)
+
+
+def test_query_errors_are_messages(app_env, local_embedder):
+    import_messages(app_env, "alice", raw(list(LABELLED.values())), embedder=local_embedder)
+    app = AppTest.from_file(PAGE, default_timeout=180).run()
+    run_query(app, "after:someday")
+    assert app.warning and "after" in app.warning[0].value
+
+
+def test_image_outage_keeps_the_results(app_env, local_embedder, fake_openai, monkeypatch):
+    import_messages(app_env, "alice", raw(list(LABELLED.values())), embedder=local_embedder)
+    monkeypatch.setenv("IMAGE_PROVIDER", "openai")
+    monkeypatch.setenv("OPENAI_API_KEY", fake_openai.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    monkeypatch.setenv("OPENAI_MAX_RETRIES", "0")
+    fake_openai.fail_next(status=500, times=5, path="/v1/images/generations")
+    app = AppTest.from_file(PAGE, default_timeout=180).run()
+    run_query(app, "invoice")
+    assert "Invoice 2291" in markdown(app)
+    assert "No picture this time" in captions(app)
+    assert fake_openai.api_key not in captions(app)
+
+
+def test_opening_a_result_shows_the_thread_as_text(app_env, local_embedder):
+    html = mail("Party invite", "<p>Come to the <b>party</b><script>alert('x')</script></p>", html=True)
+    import_messages(app_env, "alice", raw([html]), embedder=local_embedder)
+    app = AppTest.from_file(PAGE, default_timeout=180).run()
+    run_query(app, "party")
+    app.button(key=next(b.key for b in app.button if b.key and b.key.startswith("open-"))).click().run()
+    assert not app.exception
+    shown = "\n".join(t.value for t in app.text)
+    assert "Come to the party" in shown and "alert" not in shown and "<script" not in shown
