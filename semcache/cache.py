@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Callable, Iterator, Literal, Sequence
 
@@ -13,6 +13,7 @@ from sqlalchemy import Connection, Engine, TextClause, text
 
 from semcache.errors import BlobNotFound, BlobStoreError, EmbeddingError, GenerationError, SemcacheError
 from semcache.interfaces import BlobStore, Embedder, Generator
+from semcache.report import Totals, totals
 from semcache.schema import RUNTIME_INDEX_PREFIX
 from semcache.normalize import check_threshold, clean, topic_key
 
@@ -95,23 +96,12 @@ class Entry:
 
 
 @dataclass(frozen=True)
-class Stats:
-    entries: int
-    lookups: int
-    exact_hits: int
-    semantic_hits: int
-    generations: int
-    errors: int
-    spent_usd: float
-    saved_usd: float
-    embedding_model: str
-    dimensions: int
-    threshold: float
+class Stats(Totals):
+    """`report.Totals` and the cache's configuration, for `python -m semcache stats`."""
 
-    @property
-    def hit_rate(self) -> float:
-        served = self.exact_hits + self.semantic_hits + self.generations
-        return (self.exact_hits + self.semantic_hits) / served if served else 0.0
+    embedding_model: str = ""
+    dimensions: int = 0
+    threshold: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -711,19 +701,8 @@ class SemanticCache:
                 FROM semcache_events ORDER BY id DESC LIMIT :limit"""), {"limit": limit}).all()
 
     def stats(self) -> Stats:
-        with self.engine.connect() as conn:
-            row = conn.execute(text("""
-                SELECT (SELECT count(*) FROM semcache_entries) AS entries,
-                       count(*) AS lookups,
-                       count(*) FILTER (WHERE kind = 'exact') AS exact_hits,
-                       count(*) FILTER (WHERE kind = 'semantic') AS semantic_hits,
-                       count(*) FILTER (WHERE kind = 'generated') AS generations,
-                       count(*) FILTER (WHERE kind = 'error') AS errors,
-                       COALESCE(sum(cost_spent_usd), 0) AS spent, COALESCE(sum(cost_saved_usd), 0) AS saved
-                FROM semcache_events""")).one()
-        return Stats(entries=row.entries, lookups=row.lookups, exact_hits=row.exact_hits,
-                     semantic_hits=row.semantic_hits, generations=row.generations, errors=row.errors,
-                     spent_usd=float(row.spent), saved_usd=float(row.saved),
+        counts = totals(self.engine)
+        return Stats(**{f.name: getattr(counts, f.name) for f in fields(Totals)},
                      embedding_model=self.embedder.model, dimensions=self.embedder.dimensions,
                      threshold=self.threshold)
 

@@ -102,3 +102,27 @@ def emoji_generator(local_embedder, emoji_cache_dir):
     generator.prepare()
     return generator
 from imapserver import imap_server  # noqa: E402,F401  (session fixture)
+
+
+@pytest.fixture
+def app_env(db, pg_url, tmp_path, monkeypatch, emoji_cache_dir, emoji_generator) -> Path:
+    """The app's settings pointed at the test database, the local model, the offline generator
+    and a fresh DATA_DIR (returned); the app's shared engine and cache are rebuilt for the test,
+    the loaded model is kept."""
+    import app_state
+    import settings as settings_module
+
+    monkeypatch.setenv("DATABASE_URL", pg_url)
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("EMBEDDING_PROVIDER", "local")
+    monkeypatch.setenv("IMAGE_PROVIDER", "offline")
+    (tmp_path / "emoji-index").symlink_to(emoji_cache_dir)
+
+    def reset() -> None:
+        settings_module.get_settings.cache_clear()
+        app_state.engine.clear()
+        app_state.cache.clear()
+
+    reset()
+    yield tmp_path
+    reset()

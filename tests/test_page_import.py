@@ -62,22 +62,11 @@ def page_text(app) -> str:
 
 
 @pytest.fixture
-def settings_env(db, pg_url, tmp_path, monkeypatch):
-    """The app's settings pointed at the test database, the local model and a fresh DATA_DIR."""
-    import app_state
-    import settings as settings_module
-
-    monkeypatch.setenv("DATABASE_URL", pg_url)
-    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("EMBEDDING_PROVIDER", "local")
-    monkeypatch.setenv("IMAGE_PROVIDER", "offline")
+def settings_env(app_env, monkeypatch):
+    """The app pointed at the test database, importing for OWNER, with a 1 MiB upload limit."""
     monkeypatch.setenv("DEFAULT_OWNER", OWNER)
     monkeypatch.setenv("MAX_UPLOAD_MB", "1")
-    settings_module.get_settings.cache_clear()
-    app_state.engine.clear()
-    yield
-    app_state.engine.clear()
-    settings_module.get_settings.cache_clear()
+    return app_env
 
 
 @pytest.fixture
@@ -253,7 +242,7 @@ def test_demo_button_loads_the_demo_mailbox_and_links_to_search(settings_env, db
     assert not app.exception and not app.error
     assert counts(app) == ("300", "0", "0")
     assert count(db, "mail_messages") == 300
-    assert (tmp_path / "data" / "demo.mbox").is_file()
+    assert (settings_env / "demo.mbox").is_file()
     assert [link.value for link in app.page_link] == ["Search your mail"]
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from mail.store import import_messages
@@ -16,21 +15,10 @@ PAGE = str(ROOT / "pages" / "search.py")
 
 
 @pytest.fixture
-def app_env(db, pg_url, tmp_path, monkeypatch, emoji_cache_dir):
-    """The app's settings pointed at the test database, and fresh shared clients."""
-    import settings as settings_module
-
-    monkeypatch.setenv("DATABASE_URL", pg_url)
-    monkeypatch.setenv("DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("EMBEDDING_PROVIDER", "local")
-    monkeypatch.setenv("IMAGE_PROVIDER", "offline")
+def alice(app_env, monkeypatch):
+    """The app, as alice."""
     monkeypatch.setenv("DEFAULT_OWNER", "alice")
-    (tmp_path / "emoji-index").symlink_to(emoji_cache_dir)
-    settings_module.get_settings.cache_clear()
-    st.cache_resource.clear()
-    yield db
-    settings_module.get_settings.cache_clear()
-    st.cache_resource.clear()
+    return app_env
 
 
 def run_query(app: AppTest, query: str) -> AppTest:
@@ -47,7 +35,7 @@ def markdown(app: AppTest) -> str:
     return "\n".join(m.value for m in app.markdown)
 
 
-def test_empty_mailbox_leads_to_import_or_demo(app_env):
+def test_empty_mailbox_leads_to_import_or_demo(alice):
     app = AppTest.from_file(PAGE, default_timeout=180).run()
     assert not app.exception
     assert "no mail here yet" in app.info[0].value
@@ -56,9 +44,9 @@ def test_empty_mailbox_leads_to_import_or_demo(app_env):
     assert app.text_input(key="q") is not None, "after loading the demo the search box appears"
 
 
-def test_search_shows_results_and_the_topic_image(app_env, local_embedder):
-    import_messages(app_env, "alice", raw(list(LABELLED.values())), embedder=local_embedder)
-    import_messages(app_env, "bob", raw([mail("Bob's dog", "Bob's dog is private to Bob")]), embedder=local_embedder)
+def test_search_shows_results_and_the_topic_image(alice, db, local_embedder):
+    import_messages(db, "alice", raw(list(LABELLED.values())), embedder=local_embedder)
+    import_messages(db, "bob", raw([mail("Bob's dog", "Bob's dog is private to Bob")]), embedder=local_embedder)
     app = AppTest.from_file(PAGE, default_timeout=180).run()
 
     run_query(app, "dog")
@@ -74,15 +62,15 @@ def test_search_shows_results_and_the_topic_image(app_env, local_embedder):
     assert "Exact cache hit" in captions(app)
 
 
-def test_query_errors_are_messages(app_env, local_embedder):
-    import_messages(app_env, "alice", raw(list(LABELLED.values())), embedder=local_embedder)
+def test_query_errors_are_messages(alice, db, local_embedder):
+    import_messages(db, "alice", raw(list(LABELLED.values())), embedder=local_embedder)
     app = AppTest.from_file(PAGE, default_timeout=180).run()
     run_query(app, "after:someday")
     assert app.warning and "after" in app.warning[0].value
 
 
-def test_image_outage_keeps_the_results(app_env, local_embedder, fake_openai, monkeypatch):
-    import_messages(app_env, "alice", raw(list(LABELLED.values())), embedder=local_embedder)
+def test_image_outage_keeps_the_results(alice, db, local_embedder, fake_openai, monkeypatch):
+    import_messages(db, "alice", raw(list(LABELLED.values())), embedder=local_embedder)
     monkeypatch.setenv("IMAGE_PROVIDER", "openai")
     monkeypatch.setenv("OPENAI_API_KEY", fake_openai.api_key)
     monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
@@ -95,9 +83,9 @@ def test_image_outage_keeps_the_results(app_env, local_embedder, fake_openai, mo
     assert fake_openai.api_key not in captions(app)
 
 
-def test_opening_a_result_shows_the_thread_as_text(app_env, local_embedder):
+def test_opening_a_result_shows_the_thread_as_text(alice, db, local_embedder):
     html = mail("Party invite", "<p>Come to the <b>party</b><script>alert('x')</script></p>", html=True)
-    import_messages(app_env, "alice", raw([html]), embedder=local_embedder)
+    import_messages(db, "alice", raw([html]), embedder=local_embedder)
     app = AppTest.from_file(PAGE, default_timeout=180).run()
     run_query(app, "party")
     app.button(key=next(b.key for b in app.button if b.key and b.key.startswith("open-"))).click().run()

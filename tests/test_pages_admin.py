@@ -21,27 +21,6 @@ TIMEOUT = 120
 
 
 @pytest.fixture
-def app_env(db, pg_url, tmp_path, monkeypatch, emoji_cache_dir, emoji_generator):
-    """The app's settings pointed at the test database and a fresh data folder; the app's cache
-    is rebuilt for the test (the engine and the model stay loaded)."""
-    import app_state
-    import settings as settings_module
-
-    monkeypatch.setenv("DATABASE_URL", pg_url)
-    monkeypatch.setenv("DATA_DIR", str(tmp_path))
-    monkeypatch.setenv("EMBEDDING_PROVIDER", "local")
-    monkeypatch.setenv("IMAGE_PROVIDER", "offline")
-    monkeypatch.setenv("IMAGE_PRICE_USD", "0.04")
-    monkeypatch.setenv("DEFAULT_THRESHOLD", "0.35")
-    (tmp_path / "emoji-index").symlink_to(emoji_cache_dir)
-    settings_module.get_settings.cache_clear()
-    app_state.cache.clear()
-    yield tmp_path
-    settings_module.get_settings.cache_clear()
-    app_state.cache.clear()
-
-
-@pytest.fixture
 def cache(app_env, db, local_embedder, emoji_generator) -> SemanticCache:
     """A cache on the same database and picture folder as the app's, to make lookups with."""
     return SemanticCache(db, local_embedder, emoji_generator, LocalBlobStore(app_env / "blobs"),
