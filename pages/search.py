@@ -32,7 +32,7 @@ except SQLAlchemyError:
 
 if total_messages == 0:
     st.info("There is no mail here yet. Import a mailbox, or load the demo mailbox to try things out.")
-    left, right = st.columns(2)
+    left, right, _ = st.columns([1, 1, 2])
     with left:
         if st.button("Import a mailbox", icon="📥"):
             st.switch_page("pages/import_mail.py")
@@ -112,7 +112,8 @@ with results_col:
             top, action = st.columns([5, 1])
             when = hit.date.strftime("%d %b %Y") if hit.date else ""
             top.markdown(f"**{_md(hit.subject) or '(no subject)'}**")
-            top.caption(f"{_md(hit.sender)} · {when}{' · 📎' if hit.has_attachments else ''}")
+            top.caption(" · ".join(part for part in (_md(hit.sender), when, "📎" if hit.has_attachments else "")
+                                   if part))
             if hit.snippet:
                 top.markdown(hit.snippet, unsafe_allow_html=True)  # escaped text, matches in <mark>
             if action.button("Open", key=f"open-{hit.id}"):
@@ -140,8 +141,9 @@ def show_message(message_pk: int) -> None:
     for item in conversation:
         with st.container(border=True):
             st.markdown(f"**{_md(item.subject) or '(no subject)'}**")
-            st.caption(_md(f"From {item.sender} · {item.date.strftime('%d %b %Y %H:%M') if item.date else ''}"
-                           + (f" · to {', '.join(item.to)}" if item.to else "")))
+            st.caption(" · ".join(_md(part) for part in (
+                f"From {item.sender}", item.date.strftime("%d %b %Y %H:%M") if item.date else "",
+                f"to {', '.join(item.to)}" if item.to else "") if part))
             st.text(item.body)  # always plain text, never rendered as HTML or markdown
             if item.attachments:
                 st.caption("Attachments: " + ", ".join(
