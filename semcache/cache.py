@@ -267,17 +267,24 @@ class SemanticCache:
 
             # With an exact entry in the row, its vector was not read (the entry's blob was gone).
             vector = self._embedding(conn, space, state, row.vector, look=row.id is not None)
-            if threshold > 0:
-                t = time.perf_counter()
-                best = self._nearest(conn, space, vector, state.key, threshold)
-                state.search_ms += _ms(t)
-                if best is not None:
-                    hit = self._serve(conn, state, "semantic", best.entry_id, best.key, best.distance,
-                                      best.blob_key, best.detail, fetch_image)
-                    if hit is not None:
-                        return hit
+            hit = self._semantic_hit(conn, state, space, vector, threshold, fetch_image)
+            if hit is not None:
+                return hit
             conn.commit()  # the new embedding, before another connection generates
         return self._generate(state, space, vector, threshold, fetch_image)
+
+    def _semantic_hit(self, conn: Connection, state: "_Lookup", space: _Space, vector: np.ndarray,
+                      threshold: float, fetch_image: bool) -> CacheResult | None:
+        """The nearest allowed entry within ``threshold``, served; None when there is none."""
+        if threshold <= 0:
+            return None
+        t = time.perf_counter()
+        best = self._nearest(conn, space, vector, state.key, threshold)
+        state.search_ms += _ms(t)
+        if best is None:
+            return None
+        return self._serve(conn, state, "semantic", best.entry_id, best.key, best.distance, best.blob_key,
+                           best.detail, fetch_image)
 
     def _serve(self, conn: Connection, state: "_Lookup", kind: Kind, entry_id: int, served_key: str,
                distance: float, blob_key: str, detail: str, fetch_image: bool) -> CacheResult | None:
@@ -322,15 +329,9 @@ class SemanticCache:
                     return self._generate(state, space, vector, threshold, fetch_image)
                 conn.execute(text("DELETE FROM semcache_entries WHERE id = :id"), {"id": row.id})
                 state.stale_blob = row.blob_key
-            if threshold > 0:
-                t = time.perf_counter()
-                best = self._nearest(conn, space, vector, state.key, threshold)
-                state.search_ms += _ms(t)
-                if best is not None:
-                    hit = self._serve(conn, state, "semantic", best.entry_id, best.key, best.distance,
-                                      best.blob_key, best.detail, fetch_image)
-                    if hit is not None:
-                        return hit
+            hit = self._semantic_hit(conn, state, space, vector, threshold, fetch_image)
+            if hit is not None:
+                return hit
 
             t = time.perf_counter()
             try:
