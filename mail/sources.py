@@ -937,7 +937,10 @@ class ImapSource(Source):
                 credentials = f"\0{self.user}\0{password}".encode()
                 conn.authenticate("PLAIN", lambda _challenge: credentials)
         except (imaplib.IMAP4.error, UnicodeError) as error:
-            reason = str(error).replace(password, "***") if password else str(error)
+            reason = str(error)
+            if reason.startswith(("b'", 'b"')):  # imaplib passes the server's reply as bytes
+                reason = reason[2:-1]
+            reason = reason.replace(password, "***") if password else reason
             if isinstance(error, UnicodeError):
                 reason = "the user name or password has characters this server cannot accept"
             raise ImportRefused(
