@@ -13,6 +13,21 @@ from semcache.interfaces import Embedder
 from settings import Settings, get_settings
 
 
+def _leave_old_multipage_mode() -> None:
+    """When a server's very first request names a page (a bookmark after a restart), Streamlit
+    runs that file from pages/ on its own, in its old multipage mode, because a pages/ folder sits
+    beside app.py: the app's menu and layout never load. Every page imports this module, so the
+    first such run switches that mode off and starts over through app.py's navigation."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
+_leave_old_multipage_mode()
+
+
 def settings() -> Settings:
     return get_settings()
 

@@ -191,3 +191,13 @@ def test_html_mail_is_shown_as_text_and_runs_no_script(app_url, browser_page, db
     assert page.evaluate("() => window.__pwned === undefined")
     assert dialogs == [] and outside == []
     assert "<script" not in dialog.inner_text()
+
+
+def test_a_bookmarked_page_opens_inside_the_app(app_url, browser_page):
+    """The server's first request names a page: it still opens with the app's menu and layout."""
+    page = browser_page
+    page.goto(f"{app_url}/savings")
+    page.get_by_role("heading", name="Savings").wait_for()
+    nav = page.locator("[data-testid='stSidebarNav']")
+    nav.get_by_text("Settings", exact=True).wait_for()
+    assert "cache settings" not in nav.inner_text() and "import mail" not in nav.inner_text()
