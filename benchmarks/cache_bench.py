@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -34,6 +32,7 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import text
 
+from benchmarks.common import percentiles, write_report
 from db.engine import create_db_engine, embedded_postgres_url, migrate
 from semcache import GeneratedImage, SemanticCache
 from semcache.blobstores import LocalBlobStore
@@ -75,13 +74,6 @@ class FixedImage:
 
     def generate(self, topic, embedding=None):
         return GeneratedImage(self.png, "fixed image for benchmarks")
-
-
-def percentiles(samples_ms: list[float]) -> dict:
-    ordered = sorted(samples_ms)
-    return {"p50_ms": round(statistics.median(ordered), 3),
-            "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3),
-            "n": len(ordered)}
 
 
 def unit_rows(rng, n: int) -> np.ndarray:
@@ -286,11 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             **{kind: percentiles(ms) for kind, ms in sorted(by_kind.items())}}
         engine.dispose()
 
-    out = json.dumps(report, indent=2)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(out)
-    print(out)
+    write_report(report, args.json)
     return 0
 
 

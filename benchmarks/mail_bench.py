@@ -14,10 +14,8 @@ A fresh embedded PostgreSQL in a temporary folder. Measured:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -25,6 +23,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
+from benchmarks.common import percentiles, write_report
 from db.engine import create_db_engine, embedded_postgres_url, migrate
 from mail.demo import write_demo_mbox
 from mail.search import search
@@ -38,12 +37,6 @@ QUERIES = ["dog", "puppy", "invoice", "trip to Paris", "linux kernel", "spam fil
            "\"spam assassin\"", "email -spam", "bank statement", "garden", "vacation", "software release",
            "power plant", "weather"]
 SHOW = ["dog", "invoice", "linux kernel", "energy trading", "vacation"]
-
-
-def percentiles(samples: list[float]) -> dict:
-    ordered = sorted(samples)
-    return {"p50_ms": round(statistics.median(ordered), 2),
-            "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 2), "n": len(ordered)}
 
 
 def timed_import(engine, owner, path, embedder) -> dict:
@@ -101,11 +94,7 @@ def main(argv: list[str] | None = None) -> int:
             q: [f"{h.subject[:70]} (text {h.text_rank}, semantic {h.semantic_rank})"
                 for h in search(engine, "bench", q, embedder=embedder, limit=5).hits] for q in SHOW}
         engine.dispose()
-    out = json.dumps(report, indent=2)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(out)
-    print(out)
+    write_report(report, args.json)
     return 0
 
 

@@ -192,7 +192,7 @@ def import_messages(
             if vectors is not None and inserted:
                 position = {(m.message_id, m.content_hash if m.message_id is None else None): i
                             for i, (m, _) in enumerate(fresh)}
-                conn.execute(text(f"""
+                conn.execute(text("""
                     INSERT INTO mail_embeddings (message_pk, owner, model, dimensions, embedding)
                     SELECT pk, :owner, :model, :dims, CAST(vec AS vector)
                     FROM unnest(CAST(:pks AS bigint[]), CAST(:vecs AS text[])) AS t(pk, vec)

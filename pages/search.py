@@ -6,6 +6,7 @@ import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
 import app_state
+from mail.query import parse_query
 from mail.search import message, search, thread
 from mail.store import import_demo, message_count
 from mail.types import MailError
@@ -67,7 +68,14 @@ if st.session_state.get("last_query") != query:
 page = st.session_state.get("page", 0)
 
 try:
-    results = search(engine, owner, query, embedder=app_state.embedder(), limit=PAGE_SIZE, offset=page * PAGE_SIZE)
+    topic = parse_query(query).topic
+    # One embedding serves both the mail search and the picture lookup that follows.
+    try:
+        vector = app_state.cache().embedding(topic) if topic else None
+    except (SemcacheError, SQLAlchemyError):
+        vector = None  # the search embeds the topic itself
+    results = search(engine, owner, query, embedder=app_state.embedder(), limit=PAGE_SIZE, offset=page * PAGE_SIZE,
+                     query_vector=vector)
 except MailError as exc:
     st.warning(str(exc))
     st.stop()

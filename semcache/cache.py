@@ -475,14 +475,24 @@ class SemanticCache:
                 return row
         return None
 
+    def embedding(self, topic: str) -> np.ndarray:
+        """The topic's vector in this cache's space: from the embedding cache, or from the model
+        once and then stored, so a later `get` of the same topic embeds nothing. Lets a caller
+        that also needs the vector (the mail search) share the one embedding call."""
+        key = topic_key(topic, self.max_topic_chars)
+        space = self.space()
+        with self.engine.connect() as conn:
+            vector = self._embedding(conn, space, _Lookup(topic=clean(topic), key=key, started=time.perf_counter()),
+                                     look=True)
+            conn.commit()
+        return vector
+
     def explain_search(self, topic: str) -> str:
         """The query plan of the semantic search for ``topic`` (EXPLAIN, not run)."""
         key = topic_key(topic, self.max_topic_chars)
         space = self.space()
+        vector = self.embedding(topic)
         with self.engine.connect() as conn:
-            vector = self._embedding(conn, space, _Lookup(topic=topic, key=key, started=time.perf_counter()),
-                                     look=True)
-            conn.commit()
             rows = conn.execute(text("EXPLAIN " + self._search_sql(space)),
                                 {"vec": vector_literal(vector), "k": self.candidates, "key": key}).scalars()
             return "\n".join(rows)
@@ -492,10 +502,8 @@ class SemanticCache:
         key = topic_key(topic, self.max_topic_chars)
         threshold = self.threshold if threshold is None else check_threshold(threshold)
         space = self.space()
+        vector = self.embedding(topic)
         with self.engine.connect() as conn:
-            vector = self._embedding(conn, space, _Lookup(topic=topic, key=key, started=time.perf_counter()),
-                                     look=True)
-            conn.commit()
             rows = self._candidates(conn, space, vector, key, k)
         exact = any(row.key == key for row in rows)
         out, chosen = [], exact

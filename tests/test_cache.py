@@ -493,3 +493,10 @@ def test_command_line_get_json_and_stats(db, pg_url, tmp_path, emoji_cache_dir):
     bad = subprocess.run([sys.executable, "-m", "semcache", "threshold", "3"], cwd=ROOT, env=env,
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 1 and "between 0" in bad.stderr
+
+
+def test_an_embedding_asked_for_first_is_not_computed_again_by_get(cache, embedder):
+    vector = cache.embedding("Kitten")
+    assert vector.shape == (384,) and embedder.calls == ["kitten"]
+    result = cache.get("kitten")
+    assert not result.embedded and embedder.calls == ["kitten"]
