@@ -1,13 +1,24 @@
-"""Streamlit entry point: the navigation over the app's pages."""
+"""Streamlit entry point: who is signed in (see `auth`), and the navigation over the pages they
+may open. Settings and Savings show every user's topics, so only admins get them."""
 
 import streamlit as st
 
+import auth
+
 st.set_page_config(page_title="Mail search", page_icon="✉️", layout="wide")
 
-pages = [
-    st.Page("pages/search.py", title="Search", icon="🔎", default=True),
-    st.Page("pages/import_mail.py", title="Import", icon="📥"),
-    st.Page("pages/cache_settings.py", title="Settings", icon="🎛️"),
-    st.Page("pages/savings.py", title="Savings", icon="💰"),
-]
-st.navigation(pages).run()
+user = auth.current_user()
+if user is None:
+    st.navigation([st.Page(auth.sign_in_page, title="Sign in", icon="🔑", url_path="sign-in")]).run()
+else:
+    pages = [
+        st.Page("pages/search.py", title="Search", icon="🔎", default=True),
+        st.Page("pages/import_mail.py", title="Import", icon="📥"),
+    ]
+    if user.is_admin:
+        pages += [
+            st.Page("pages/cache_settings.py", title="Settings", icon="🎛️"),
+            st.Page("pages/savings.py", title="Savings", icon="💰"),
+        ]
+    auth.sidebar(user)
+    st.navigation(pages).run()

@@ -55,6 +55,17 @@ def cache() -> SemanticCache:
     return services.build_cache(settings(), engine=engine(), embedder=embedder())
 
 
+@st.cache_resource(show_spinner=False)
+def accounts():
+    """Accounts for AUTH_MODE=password (see `db.accounts`)."""
+    from db.accounts import Accounts
+
+    return Accounts(engine(), session_hours=settings().session_hours)
+
+
 def owner() -> str:
-    """Whose mail this session sees. One local user for now (accounts come later)."""
-    return settings().default_owner
+    """Whose mail this session sees: the signed-in user (see `auth`); a page run without one
+    shows a sign-in prompt and stops."""
+    import auth
+
+    return auth.require_user().name

@@ -41,6 +41,20 @@ def build_embedder(settings: Settings, *, model: str | None = None) -> Embedder:
         timeout=settings.openai_timeout_seconds, max_retries=settings.openai_max_retries)
 
 
+def build_matcher(settings: Settings, *, lexicon: bool | None = None, lemmas: bool | None = None):
+    """The cache's decision beyond the distance, as configured (see `semcache.matching`)."""
+    from semcache.lexicon import WordNet
+    from semcache.matching import Matcher
+
+    lexicon = settings.cache_lexicon if lexicon is None else lexicon
+    lemmas = settings.cache_lemmas if lemmas is None else lemmas
+    matcher = Matcher(wordnet=WordNet(settings.wordnet_dir) if lexicon or lemmas else None,
+                      lemmas=lemmas, lexicon=lexicon)
+    if matcher.wordnet is not None:
+        matcher.wordnet.load()  # now, not in the first user's lookup
+    return matcher
+
+
 def build_generator(settings: Settings, embedder: Embedder) -> Generator:
     if settings.use_openai_images:
         from semcache.openai_images import OpenAIImageGenerator
@@ -71,8 +85,20 @@ def build_blob_store(settings: Settings) -> BlobStore:
 def build_cache(settings: Settings, *, engine: Engine | None = None, embedder: Embedder | None = None) -> SemanticCache:
     engine = engine or build_engine(settings)
     embedder = embedder or build_embedder(settings)
+    generator = build_generator(settings, embedder)
+    if settings.embed_template:
+        from semcache.embedders import TemplatedEmbedder
+
+        embedder = TemplatedEmbedder(embedder, settings.embed_template)
     max_age = timedelta(days=settings.cache_max_age_days) if settings.cache_max_age_days else None
     return SemanticCache(
-        engine, embedder, build_generator(settings, embedder), build_blob_store(settings),
+        engine, embedder, generator, build_blob_store(settings),
         default_threshold=settings.default_threshold, max_topic_chars=settings.max_topic_chars,
-        max_entries=settings.cache_max_entries, max_age=max_age, ef_search=settings.hnsw_ef_search)
+        max_entries=settings.cache_max_entries, max_age=max_age, ef_search=settings.hnsw_ef_search,
+        matcher=build_matcher(settings), guard=build_guard(settings, engine))
+
+
+def build_guard(settings: Settings, engine: Engine):
+    from semcache.budget import CostGuard
+
+    return CostGuard(engine, images_per_user=settings.daily_images_per_user, budget_usd=settings.daily_budget_usd)

@@ -59,8 +59,36 @@ class Settings(BaseSettings):
         100, ge=1, le=1000, description="HNSW search breadth: higher finds the true nearest phrase more often, slower.")
     cache_max_entries: int | None = Field(None, gt=0, description="Evict least recently served beyond this.")
     cache_max_age_days: float | None = Field(None, gt=0, description="Entries older than this are regenerated.")
+    cache_lemmas: bool = Field(
+        True, description='Exact path by dictionary form: "invoices" is served from "invoice" (needs WordNet).')
+    cache_lexicon: bool = Field(
+        True, description="Second look at the nearest cached phrases with WordNet: opposites are never served, "
+                          "synonyms and kinds count as closer.")
+    wordnet_dir: Path = Field(
+        Path("/usr/share/wordnet"), description="WordNet 3.0 database (Debian package wordnet-base); "
+                                                "without it the cache decides by distance alone.")
+    embed_template: str = Field(
+        "", description='Embed topics inside this template, e.g. "a picture of {}". Empty: the bare phrase. '
+                        "Changing it starts a new embedding space.")
+
+    # Cost guard (also settable live on the Settings page)
+    daily_images_per_user: int | None = Field(
+        50, ge=0, description="New pictures one user may have made per UTC day; cached pictures are always served.")
+    daily_budget_usd: float | None = Field(
+        20.0, ge=0, description="What all new pictures together may cost per UTC day.")
+
+    # Accounts
+    auth_mode: Literal["none", "password", "oidc"] = Field(
+        "none", description="none: one local user (DEFAULT_OWNER); password: accounts in PostgreSQL; "
+                            "oidc: Streamlit's st.login, configured in .streamlit/secrets.toml.")
+    admin_users: str = Field(
+        "", description="Comma-separated user names (password) or e-mail addresses (oidc) who may open "
+                        "Settings and Savings. With AUTH_MODE=none the one local user is the admin.")
+    allow_signup: bool = Field(True, description="AUTH_MODE=password: anyone may create an account.")
+    session_hours: float = Field(12.0, gt=0, description="AUTH_MODE=password: a sign-in lasts this long.")
 
     @field_validator("s3_bucket", "database_url", "openai_api_key", "openai_base_url", "s3_endpoint_url",
+                     "daily_images_per_user", "daily_budget_usd", "cache_max_entries", "cache_max_age_days",
                      mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
@@ -81,6 +109,10 @@ class Settings(BaseSettings):
     @property
     def blob_folder(self) -> Path:
         return self.blob_dir or self.data_dir / "blobs"
+
+    @property
+    def admins(self) -> frozenset[str]:
+        return frozenset(name.strip().casefold() for name in self.admin_users.split(",") if name.strip())
 
 
 @lru_cache(maxsize=1)

@@ -1,12 +1,13 @@
 """All tables of the app, for migrations and for the test that checks them against the database."""
 
+from db.accounts import metadata as accounts_metadata
 from mail.schema import metadata as mail_metadata
 from semcache.schema import RUNTIME_INDEX_PREFIX
 from semcache.schema import metadata as semcache_metadata
 
 __all__ = ["include_object", "metadata"]
 
-metadata = [semcache_metadata, mail_metadata]
+metadata = [semcache_metadata, mail_metadata, accounts_metadata]
 
 RUNTIME_PREFIXES = (RUNTIME_INDEX_PREFIX, "mail_embeddings_hnsw_")
 

@@ -10,7 +10,10 @@ import pandas as pd
 import streamlit as st
 
 import app_state
+import auth
+from semcache import eval as evaluation
 from semcache import report
+from semcache.matching import RELATION_NOTES
 from semcache.normalize import topic_key
 
 ACTOR = "settings page"
@@ -72,6 +75,52 @@ def mark_wrong() -> None:
                f"“{lookup.query}” will never again be served the picture of “{lookup.served_key}”.")
 
 
+def mark_right() -> None:
+    lookup = st.session_state.get("wrong_options", {}).get(st.session_state.get("wrong_choice"))
+    if lookup is None:
+        return
+    run_action("wrong", lambda: app_state.cache().mark_right(lookup.query, lookup.served_key,
+                                                             distance=lookup.distance, actor=ACTOR),
+               f"Recorded: “{lookup.served_key}” was a good picture for “{lookup.query}”.")
+
+
+def save_limits() -> None:
+    images = st.session_state["limit_images"] if st.session_state["limit_images_on"] else None
+    budget = st.session_state["limit_budget"] if st.session_state["limit_budget_on"] else None
+
+    def store() -> None:
+        app_state.cache().guard.set_limits(images_per_user=None if images is None else int(images),
+                                           budget_usd=budget, actor=ACTOR)
+
+    run_action("limits", store, "Saved. The limits apply to every user from their next search.")
+
+
+def use_recommended(value: float) -> None:
+    def store() -> None:
+        app_state.cache().set_threshold(value, actor=ACTOR)
+
+    run_action("evidence", store, f"Saved: {value:.3f}. It applies to every user from their next search.")
+
+
+@st.cache_data(max_entries=8, show_spinner="Scoring the pairs with the cache's own decision…")
+def scored_file(content: bytes, space: str) -> evaluation.Scored:
+    """A pairs file scored once per content and embedding space (``space`` is part of the key)."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".txt") as f:
+        f.write(content)
+        f.flush()
+        pairs = evaluation.read_pairs(f.name)
+    cache = app_state.cache()
+    return evaluation.score_pairs(pairs, cache.embedder, cache.matcher, max_topic_chars=cache.max_topic_chars)
+
+
+def scored_feedback() -> evaluation.Scored:
+    cache = app_state.cache()
+    return evaluation.score_pairs(evaluation.feedback_pairs(cache.engine), cache.embedder, cache.matcher,
+                                  max_topic_chars=cache.max_topic_chars)
+
+
 def delete_entries() -> None:
     phrases = list(st.session_state.get("delete_choice", []))
 
@@ -86,6 +135,8 @@ def delete_entries() -> None:
 
 # ---------------------------------------------------------------------- the page
 
+auth.require_admin()  # every user's topics are shown here
+
 st.title("Image cache settings")
 st.caption("Every search shows a pixel-art picture of its topic. Making one costs money, so pictures "
            "are reused for phrases that mean nearly the same. Here you decide how near is near enough.")
@@ -98,9 +149,9 @@ except report.SERVICE_ERRORS as exc:
     st.stop()
 
 price = float(cache.generator.price_usd)
-threshold_tab, lookups_tab, entries_tab, setup_tab = st.tabs(
-    [":material/tune: Threshold", ":material/history: Recent lookups", ":material/photo_library: Cached pictures",
-     ":material/settings: Setup"])
+threshold_tab, evidence_tab, lookups_tab, entries_tab, setup_tab = st.tabs(
+    [":material/tune: Threshold", ":material/insights: Evidence", ":material/history: Recent lookups",
+     ":material/photo_library: Cached pictures", ":material/settings: Setup"])
 
 with threshold_tab:
     if st.session_state.get("threshold_seen") != setting.value:
@@ -129,9 +180,13 @@ with threshold_tab:
         "(*puppy* and *dog*), and **0.6 or more** another subject. When someone searches, the picture of the "
         "nearest cached phrase is shown if it is at most this far away; otherwise a new picture is made "
         f"(${price:.2f}).")
-    st.caption("**0** reuses a picture only for the very same phrase. Lower: more new pictures, fewer wrong ones. "
-               "Higher: more reuse, and more pictures that do not fit. The default, 0.35, reused the picture for "
-               "about a third of synonym pairs in our test word lists, with under 5% wrong.")
+    st.caption("**0** reuses a picture only for the very same phrase (or another form of the same word). Lower: more "
+               "new pictures, fewer wrong ones. Higher: more reuse, and more pictures that do not fit. The "
+               "**Evidence** tab shows what each value does on judged phrase pairs.")
+    if cache.matcher.uses_lexicon:
+        st.caption("Single words get a second look in WordNet: opposites (*hot*, *cold*) are never served; for "
+                   "synonyms the distance counts half, for *a kind of* (*puppy*, *dog*) 0.7 of it; two words "
+                   "WordNet knows but does not link count 0.05 further.")
 
     st.divider()
     st.subheader("Preview")
@@ -151,8 +206,11 @@ with threshold_tab:
                 st.success(f"“{topic.strip()}” is cached itself: its own picture is served.",
                            icon=":material/check_circle:")
             else:
+                scored = "" if served.score == served.distance else f", counted as {served.score:.2f}"
+                note = f" {RELATION_NOTES[served.relation]}." if served.relation in RELATION_NOTES else ""
                 st.success(f"“{topic.strip()}” would be served the picture of “{served.key}” "
-                           f"(distance {served.distance:.2f}, within {threshold:.2f}).", icon=":material/check_circle:")
+                           f"(distance {served.distance:.2f}{scored}, within {threshold:.2f}).{note}",
+                           icon=":material/check_circle:")
             if neighbours:
                 for column, neighbour in zip(st.columns(PREVIEW_SIZE), neighbours):
                     with column.container(border=True):
@@ -162,16 +220,86 @@ with threshold_tab:
                             st.caption("picture unavailable")
                         st.markdown(f"**{neighbour.key}**")
                         st.caption(f"distance {neighbour.distance:.3f}")
+                        if neighbour.relation == "antonym":
+                            st.caption("opposites: never served")
+                        elif neighbour.score is not None and neighbour.score != neighbour.distance:
+                            st.caption(f"{neighbour.relation}: counts {neighbour.score:.3f}")
                         if neighbour.would_serve:
                             st.badge("Served", icon=":material/check:", color="green", help="The picture this phrase would get now.")
                         elif neighbour.banned:
                             st.badge("Banned", icon=":material/block:", color="red", help="Marked as a wrong match for this phrase.")
-                        elif neighbour.distance > threshold:
+                        elif neighbour.score is None or neighbour.score > threshold:
                             st.badge("Too far", color="gray")
                         else:
                             st.badge("In reach", color="blue", help="Within the threshold, but a nearer phrase wins.")
             else:
                 st.caption("The cache is empty.")
+
+with evidence_tab:
+    st.subheader("Choose the threshold from evidence")
+    st.caption("Phrase pairs judged by people: 1 where the same picture may be served for both, 0 where it may not. "
+               "Each pair is run through the cache's own decision (the first phrase cached, the second searched), "
+               "at every threshold.")
+    source = st.radio("Pairs", ["Judgements recorded here", "A pairs file"], horizontal=True, key="evidence_source",
+                      help="Recorded: matches marked wrong or good under Recent lookups. A file: tab-separated "
+                           "lines text_a, text_b, label (or a 0-10 similarity score), # for comments.")
+    limit = st.select_slider("Largest share of wrong pictures you accept", options=[0.005, 0.01, 0.02, 0.05, 0.1],
+                             value=0.01, format_func=lambda v: f"{v:.1%}", key="evidence_limit")
+    scored = None
+    with service_call():
+        if source == "A pairs file":
+            upload = st.file_uploader("Pairs file", type=["txt", "tsv"], key="evidence_file")
+            if upload is not None:
+                try:
+                    scored = scored_file(upload.getvalue(), cache.embedder.model)
+                except (ValueError, UnicodeDecodeError) as exc:
+                    st.error(f"That file cannot be read: {exc}")
+        else:
+            scored = scored_feedback()
+    if scored is not None and not len(scored.pairs):
+        st.info("No judged pairs yet. Mark matches as wrong or good under **Recent lookups**, or use a pairs file.")
+    elif scored is not None:
+        result = evaluation.report(scored, model=cache.embedder.model, default_threshold=setting.value,
+                                   max_false_hit_rate=limit)
+        recommended = result["recommended"]["threshold"]
+        now = result["at_default"]
+        cols = st.columns(4)
+        cols[0].metric("Pairs", f"{result['pairs']:,}", help=f"{result['positives']} may share a picture, "
+                                                             f"{result['negatives']} may not")
+        cols[1].metric(f"Served at {setting.value:.2f} (now)",
+                       "–" if now["hit_rate"] is None else f"{now['hit_rate']:.0%}",
+                       help="Share of the pairs that may share a picture which would.")
+        cols[2].metric(f"Wrong at {setting.value:.2f} (now)",
+                       "–" if now["false_hit_rate"] is None else f"{now['false_hit_rate']:.1%}",
+                       help="Share of the pairs that may not share a picture which would.")
+        if recommended is None:
+            cols[3].metric("Recommended", "–", help="Needs pairs marked 0 (may not share) to judge by.")
+        else:
+            rec_hit = result["recommended"].get("hit_rate")
+            cols[3].metric(f"Recommended for ≤ {limit:.1%} wrong", f"{recommended:.3f}",
+                           delta=None if rec_hit is None else f"serves {rec_hit:.0%}", delta_color="off")
+        curve = pd.DataFrame(result["curve"]).rename(columns={"hit_rate": "served (may share)",
+                                                              "false_hit_rate": "wrong (may not share)"})
+        long = curve.melt(id_vars="threshold", value_vars=["served (may share)", "wrong (may not share)"],
+                          var_name="share", value_name="rate").dropna()
+        import altair as alt
+
+        lines = alt.Chart(long).mark_line().encode(
+            x=alt.X("threshold:Q", title="threshold"), y=alt.Y("rate:Q", title="share of pairs", axis=alt.Axis(format="%")),
+            color=alt.Color("share:N", scale=alt.Scale(range=["#2b7bba", "#d1495b"]), legend=alt.Legend(orient="bottom")))
+        marks = pd.DataFrame([{"threshold": setting.value, "label": "now"}] +
+                             ([{"threshold": recommended, "label": "recommended"}] if recommended is not None else []))
+        rules = alt.Chart(marks).mark_rule(strokeDash=[4, 3]).encode(
+            x="threshold:Q", color=alt.Color("label:N", scale=alt.Scale(range=["#555555", "#2a9d8f"]), legend=None))
+        labels = alt.Chart(marks).mark_text(align="left", dx=4, dy=-6).encode(x="threshold:Q", y=alt.value(12),
+                                                                              text="label:N")
+        st.altair_chart(lines + rules + labels, width="stretch")
+        if recommended is not None and round(recommended, 3) != round(setting.value, 3):
+            st.button(f"Use {recommended:.3f}", on_click=use_recommended, args=(recommended,), type="primary",
+                      icon=":material/done:", key="use_recommended")
+        flash("evidence")
+        if scored.skipped:
+            st.caption(f"{scored.skipped} pair(s) were left out: empty or too long to be a topic.")
 
 with lookups_tab:
     st.subheader("Recent lookups")
@@ -217,6 +345,8 @@ with lookups_tab:
                            format_func=lambda i: (f"“{options[i].query}” was served “{options[i].served_key}” "
                                                   f"(distance {options[i].distance:.2f})"))
             right.button("Never serve this again", on_click=mark_wrong, icon=":material/block:", type="primary")
+            right.button("Good match", on_click=mark_right, icon=":material/thumb_up:",
+                         help="Recorded as evidence for the Evidence tab.")
         flash("wrong")
 
 with entries_tab:
@@ -266,3 +396,40 @@ with setup_tab:
         second.markdown(f"**Picture generator**  \n`{cache.generator.name}`")
         first.markdown(f"**Picture store**  \n`{cache.blobs.name}`")
         second.markdown(f"**Price per new picture**  \n${price:.2f}")
+        matching = cache.matcher.describe()
+        first.markdown("**Same word in another form**  \n" + ("on (WordNet dictionary forms)" if matching["lemmas"]
+                                                                else "off"))
+        second.markdown("**WordNet second look**  \n" + ("on" if matching["lexicon"] else "off"))
+        if matching["missing_wordnet"]:
+            st.warning(f"WordNet was not found in `{matching['missing_wordnet']}`, so the cache decides by distance "
+                       "alone. Install Debian's `wordnet-base` package, or set `WORDNET_DIR`.")
+
+    guard = cache.guard
+    if guard is not None:
+        st.subheader("Spending limits")
+        st.caption("New pictures cost money; cached ones are free and are always shown. These limits stop anyone "
+                   "from running up the bill with random topics. They renew at midnight UTC.")
+        with service_call():
+            usage = guard.usage()
+            limits = usage.limits
+            cols = st.columns(3)
+            cols[0].metric("New pictures today", f"{usage.images:,}", border=True)
+            cols[1].metric("Spent today", f"${usage.spent_usd:.2f}", border=True,
+                           delta=None if limits.budget_usd is None else f"of ${limits.budget_usd:.2f}",
+                           delta_color="off")
+            cols[2].metric("Per user per day", "no limit" if limits.images_per_user is None
+                           else f"{limits.images_per_user:,} pictures", border=True)
+            with st.form("limits_form"):
+                left, right = st.columns(2)
+                left.checkbox("Limit new pictures per user", value=limits.images_per_user is not None,
+                              key="limit_images_on")
+                left.number_input("Pictures per user per day", min_value=0, step=1,
+                                  value=limits.images_per_user if limits.images_per_user is not None else 50,
+                                  key="limit_images")
+                right.checkbox("Limit what all new pictures cost per day", value=limits.budget_usd is not None,
+                               key="limit_budget_on")
+                right.number_input("Daily budget (USD)", min_value=0.0, step=1.0, format="%.2f",
+                                   value=limits.budget_usd if limits.budget_usd is not None else 20.0,
+                                   key="limit_budget")
+                st.form_submit_button("Save the limits", on_click=save_limits, type="primary")
+        flash("limits")

@@ -10,6 +10,7 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 import app_state
+import auth
 from mail import importing
 from mail.types import ImportProgress, ImportSummary, MailError
 
@@ -17,7 +18,8 @@ OUTCOME = "import_outcome"
 SECURITY = {"ssl": "SSL/TLS", "starttls": "STARTTLS", "plain": "Plain (localhost only)"}
 
 settings = app_state.settings()
-owner = app_state.owner()
+user = auth.require_user()
+owner = user.name
 
 
 def _duration(seconds: float) -> str:
@@ -96,7 +98,10 @@ st.title("Import mail")
 st.caption(f"Messages are filed for **{owner}**. Importing the same mail again adds nothing: "
            "each message is recognised by its Message-ID.")
 
-upload_tab, path_tab, imap_tab = st.tabs(["⬆️ Upload files", "🗂️ Path on the server", "📬 IMAP account"])
+# Reading any file the server can reach is for admins (and the one local user) only.
+names = ["⬆️ Upload files"] + (["🗂️ Path on the server"] if user.is_admin else []) + ["📬 IMAP account"]
+tabs = dict(zip(names, st.tabs(names)))
+upload_tab, imap_tab = tabs["⬆️ Upload files"], tabs["📬 IMAP account"]
 outcome_area = st.container()
 
 with upload_tab:
@@ -112,15 +117,16 @@ with upload_tab:
             engine, owner, uploads, embedder=embedder, progress=progress,
             max_message_mb=settings.max_message_mb, max_upload_mb=settings.max_upload_mb))
 
-with path_tab:
-    with st.form("path_form", border=False):
-        path = st.text_input("Path on the server", key="import_path", placeholder="/srv/mail/archive.mbox")
-        st.caption("An mbox file, a Maildir, a folder of .eml files or a .zip of them, as the machine "
-                   "running this app sees it.")
-        path_go = st.form_submit_button("Import from the path", type="primary", icon="📥")
-    if path_go:
-        _run(PurePath(path.strip()).name or "the path", lambda engine, embedder, progress: importing.import_path(
-            engine, owner, path, embedder=embedder, progress=progress, max_message_mb=settings.max_message_mb))
+if user.is_admin:
+    with tabs["🗂️ Path on the server"]:
+        with st.form("path_form", border=False):
+            path = st.text_input("Path on the server", key="import_path", placeholder="/srv/mail/archive.mbox")
+            st.caption("An mbox file, a Maildir, a folder of .eml files or a .zip of them, as the machine "
+                       "running this app sees it.")
+            path_go = st.form_submit_button("Import from the path", type="primary", icon="📥")
+        if path_go:
+            _run(PurePath(path.strip()).name or "the path", lambda engine, embedder, progress: importing.import_path(
+                engine, owner, path, embedder=embedder, progress=progress, max_message_mb=settings.max_message_mb))
 
 with imap_tab:
     host_col, port_col, security_col = st.columns([4, 2, 4])

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 import app_state
+import auth
 from semcache import demo_topics, report
 
 KIND_LABELS = {"exact": "🎯 Exact hit", "semantic": "🧭 Close phrase", "generated": "🎨 New picture", "error": "⚠️ Error"}
@@ -165,6 +166,8 @@ def describe_next(start: int) -> str:
 
 
 # ---------------------------------------------------------------------- the page
+
+auth.require_admin()  # every user's topics are shown here
 
 st.title("Savings")
 st.caption("Every picture served from the cache is one the image model did not have to make. "

@@ -6,11 +6,13 @@ import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
 import app_state
+import auth
 from mail.query import parse_query
 from mail.search import message, search, thread
 from mail.store import import_demo, message_count
 from mail.types import MailError
-from semcache import SemcacheError
+from semcache import BudgetExceeded, SemcacheError
+from semcache.matching import RELATION_NOTES
 
 PAGE_SIZE = 20
 _MARKDOWN_SPECIALS = str.maketrans({c: "\\" + c for c in "\\`*_{}[]()#+-.!<>|~$"})
@@ -23,9 +25,10 @@ def _md(text: str) -> str:
 
 st.title("Search your mail")
 
+user = auth.require_user()
+owner = user.name
 try:
     engine = app_state.engine()
-    owner = app_state.owner()
     total_messages = message_count(engine, owner)
 except SQLAlchemyError:
     st.error("The mail database is not answering. Try again in a moment.")
@@ -71,7 +74,9 @@ try:
     topic = parse_query(query).topic
     # One embedding serves both the mail search and the picture lookup that follows.
     try:
-        vector = app_state.cache().embedding(topic) if topic else None
+        cache = app_state.cache()
+        shared = topic and cache.embedder is app_state.embedder()  # not with an embedding template
+        vector = cache.embedding(topic) if shared else None
     except (SemcacheError, SQLAlchemyError):
         vector = None  # the search embeds the topic itself
     results = search(engine, owner, query, embedder=app_state.embedder(), limit=PAGE_SIZE, offset=page * PAGE_SIZE,
@@ -93,8 +98,11 @@ with image_col:
             if remembered is not None and remembered[0] == results.topic:
                 found = remembered[1]
             else:
-                found = app_state.cache().get(results.topic)
+                found = app_state.cache().get(results.topic, user=owner)
                 st.session_state["image"] = (results.topic, found)
+        except BudgetExceeded as exc:
+            st.markdown("🖼️")
+            st.caption(f"No new picture: {exc}")
         except SemcacheError as exc:
             st.markdown("🖼️")
             st.caption(f"No picture this time: {exc}")
@@ -105,11 +113,19 @@ with image_col:
             st.image(found.image, width=192)
             if found.kind == "generated":
                 st.caption(f"Generated (${found.cost_spent_usd:.2f})")
+            elif not user.is_admin:
+                # The cache is shared: whose phrase answered is another user's business.
+                st.caption(f"From the picture cache (saved ${found.cost_saved_usd:.2f})")
+            elif found.kind == "exact" and found.served_key != found.key:
+                st.caption(f"Exact cache hit: *{_md(found.served_key)}*, the same word "
+                           f"(saved ${found.cost_saved_usd:.2f})")
             elif found.kind == "exact":
                 st.caption(f"Exact cache hit (saved ${found.cost_saved_usd:.2f})")
             else:
-                st.caption(f"Served from cache: *{found.served_key}* "
+                st.caption(f"Served from cache: *{_md(found.served_key)}* "
                            f"(distance {found.distance:.2f}, saved ${found.cost_saved_usd:.2f})")
+                if found.relation in RELATION_NOTES:
+                    st.caption(RELATION_NOTES[found.relation])
 
 with results_col:
     st.caption(f"{results.total:,} messages · {results.query.describe()}")

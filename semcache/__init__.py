@@ -7,13 +7,13 @@ passed in: an `Embedder`, a `Generator` and a `BlobStore` (see `semcache.interfa
 
 from semcache.cache import CacheResult, Entry, Neighbour, SemanticCache, Stats, Timings
 from semcache.errors import (
-    BlobNotFound, BlobStoreError, EmbeddingError, GenerationError, InvalidThreshold, InvalidTopic, SemcacheError,
+    BlobNotFound, BlobStoreError, BudgetExceeded, EmbeddingError, GenerationError, InvalidThreshold, InvalidTopic, SemcacheError,
 )
 from semcache.interfaces import BlobStore, Embedder, GeneratedImage, Generator
 from semcache.normalize import check_threshold, normalize
 
 __all__ = [
-    "BlobNotFound", "BlobStore", "BlobStoreError", "CacheResult", "Embedder", "EmbeddingError", "Entry",
+    "BlobNotFound", "BlobStore", "BlobStoreError", "BudgetExceeded", "CacheResult", "Embedder", "EmbeddingError", "Entry",
     "GeneratedImage", "GenerationError", "Generator", "InvalidThreshold", "InvalidTopic", "Neighbour",
     "SemanticCache", "SemcacheError", "Stats", "Timings", "check_threshold", "normalize",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, field, fields
@@ -12,7 +13,9 @@ import numpy as np
 from sqlalchemy import Connection, Engine, TextClause, text
 
 from semcache.errors import BlobNotFound, BlobStoreError, EmbeddingError, GenerationError, SemcacheError
+from semcache.budget import CostGuard
 from semcache.interfaces import BlobStore, Embedder, Generator
+from semcache.matching import EXACT, Match, Matcher
 from semcache.report import Totals, totals
 from semcache.schema import RUNTIME_INDEX_PREFIX
 from semcache.normalize import check_threshold, clean, topic_key
@@ -62,6 +65,11 @@ class CacheResult:
     embedded: bool
     """Whether the embedding model was called for this lookup."""
     timings: Timings = field(default_factory=Timings)
+    relation: str | None = None
+    """Why the entry was served: ``exact`` (same key or dictionary form), a WordNet relation
+    (``synonym``, ``kind``, ...) or ``unknown`` (the distance alone); None when generated."""
+    score: float | None = None
+    """The distance as the relation scaled it: what was held to the threshold."""
 
     @property
     def hit(self) -> bool:
@@ -78,6 +86,8 @@ class Neighbour:
     blob_key: str
     banned: bool
     would_serve: bool
+    relation: str = "unknown"
+    score: float | None = None
 
 
 @dataclass(frozen=True)
@@ -135,10 +145,11 @@ _STORE_EMBEDDING_SQL = text("""
     INSERT INTO semcache_embeddings (space_id, key, embedding)
     VALUES (:s, :k, CAST(:v AS vector)) ON CONFLICT (space_id, key) DO NOTHING""")
 _EVENT_COLUMNS = """
-    INSERT INTO semcache_events (query, key, kind, entry_id, served_key, distance, threshold, space_id,
-                                 embedded, embed_ms, search_ms, generate_ms, blob_ms, total_ms,
+    INSERT INTO semcache_events (query, key, kind, relation, score, entry_id, served_key, distance, threshold,
+                                 space_id, embedded, embed_ms, search_ms, generate_ms, blob_ms, total_ms,
                                  cost_spent_usd, cost_saved_usd)
-    VALUES (:query, :key, :kind, :entry_id, :served_key, :distance, :threshold, :space_id, :embedded,
+    VALUES (:query, :key, :kind, :relation, :score, :entry_id, :served_key, :distance, :threshold, :space_id,
+            :embedded,
             :embed_ms, :search_ms, :generate_ms, :blob_ms, :total_ms, :spent, :saved)"""
 # Losing the last few hit events in a crash is acceptable; waiting for a disk flush on every cache
 # hit is not. A new entry's transaction waits, as it should.
@@ -179,6 +190,8 @@ class SemanticCache:
         ef_search: int | None = 100,
         hnsw_m: int = 16,
         hnsw_ef_construction: int = 128,
+        matcher: Matcher | None = None,
+        guard: CostGuard | None = None,
     ) -> None:
         self.engine = engine
         self.embedder = embedder
@@ -192,6 +205,8 @@ class SemanticCache:
         self.ef_search = ef_search
         self.hnsw_m = int(hnsw_m)
         self.hnsw_ef_construction = int(hnsw_ef_construction)
+        self.matcher = matcher or Matcher.plain()
+        self.guard = guard
         self._space: _Space | None = None
         self._space_lock = threading.Lock()
         self._search_statements: dict[int, TextClause] = {}
@@ -202,7 +217,11 @@ class SemanticCache:
                        (SELECT embedding::real[] FROM semcache_embeddings WHERE space_id = :space AND key = :key)
                    END AS vector
             FROM (SELECT 1) AS one
-            LEFT JOIN semcache_entries e ON e.key = :key {self._fresh_sql('e')}
+            LEFT JOIN LATERAL (
+                SELECT id, key, blob_key, detail FROM semcache_entries e
+                WHERE (e.key = :key OR e.canon = :canon) {self._fresh_sql('e')}
+                ORDER BY e.key = :key DESC, e.id LIMIT 1
+            ) e ON true
         """)
 
     # ------------------------------------------------------------------ the threshold
@@ -228,17 +247,20 @@ class SemanticCache:
 
     # ------------------------------------------------------------------ lookups
 
-    def get(self, topic: str, *, threshold: float | None = None, fetch_image: bool = True) -> CacheResult:
+    def get(self, topic: str, *, threshold: float | None = None, fetch_image: bool = True,
+            user: str | None = None) -> CacheResult:
         """The image for ``topic``: exact hit, semantic hit, or newly generated.
 
-        Raises InvalidTopic / InvalidThreshold for bad input, and EmbeddingError,
-        GenerationError or BlobStoreError when a service fails (nothing half-made is stored).
+        ``user`` is who asks: a new picture counts against their daily limit (see `guard`).
+        Raises InvalidTopic / InvalidThreshold for bad input, BudgetExceeded when a new picture
+        would break a daily limit, and EmbeddingError, GenerationError or BlobStoreError when a
+        service fails (nothing half-made is stored).
         """
         started = time.perf_counter()
         key = topic_key(topic, self.max_topic_chars)
         if threshold is not None:
             threshold = check_threshold(threshold)
-        state = _Lookup(topic=clean(topic), key=key, started=started)
+        state = _Lookup(topic=clean(topic), key=key, started=started, canon=self.matcher.canonical(key), user=user)
         try:
             result = self._get(state, threshold, fetch_image)
         except SemcacheError as exc:
@@ -255,13 +277,14 @@ class SemanticCache:
             # One round trip: the stored threshold, the exact entry, and (only when there is no
             # exact entry) the phrase's cached embedding.
             row = conn.execute(self._lookup_sql, {"setting": THRESHOLD_SETTING, "key": state.key,
-                                                  "space": space.id}).one()
+                                                  "canon": state.canon, "space": space.id}).one()
             state.search_ms += _ms(t)
             if threshold is None:
                 threshold = self.default_threshold if row.stored_threshold is None else float(row.stored_threshold)
             state.threshold = threshold
             if row.id is not None:
-                hit = self._serve(conn, state, "exact", row.id, row.key, 0.0, row.blob_key, row.detail, fetch_image)
+                hit = self._serve(conn, state, "exact", row.id, row.key, Match(EXACT, 0.0, 0.0), row.blob_key,
+                                  row.detail, fetch_image)
                 if hit is not None:
                     return hit
 
@@ -283,11 +306,12 @@ class SemanticCache:
         state.search_ms += _ms(t)
         if best is None:
             return None
-        return self._serve(conn, state, "semantic", best.entry_id, best.key, best.distance, best.blob_key,
-                           best.detail, fetch_image)
+        row, match = best
+        kind: Kind = "exact" if match.relation == EXACT else "semantic"
+        return self._serve(conn, state, kind, row.entry_id, row.key, match, row.blob_key, row.detail, fetch_image)
 
     def _serve(self, conn: Connection, state: "_Lookup", kind: Kind, entry_id: int, served_key: str,
-               distance: float, blob_key: str, detail: str, fetch_image: bool) -> CacheResult | None:
+               match: Match, blob_key: str, detail: str, fetch_image: bool) -> CacheResult | None:
         """Record a hit and return it; None when the entry's blob is gone (the entry is dropped)."""
         image = None
         if fetch_image:
@@ -301,9 +325,10 @@ class SemanticCache:
             state.blob_ms = (state.blob_ms or 0.0) + _ms(t)
         saved = float(self.generator.price_usd)
         result = CacheResult(
-            kind=kind, topic=state.topic, key=state.key, served_key=served_key, distance=distance,
+            kind=kind, topic=state.topic, key=state.key, served_key=served_key, distance=match.distance,
             threshold=state.threshold, entry_id=entry_id, blob_key=blob_key, image=image, detail=detail,
             cost_spent_usd=0.0, cost_saved_usd=saved, embedded=state.embedded, timings=state.timings(),
+            relation=match.relation, score=match.score,
         )
         self._record(conn, result)
         conn.commit()
@@ -314,16 +339,20 @@ class SemanticCache:
         """The miss path. One generation per key across threads and processes: the advisory lock
         serialises misses of one key, and whoever gets it second finds the entry made."""
         with self.engine.connect() as conn:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:cls, hashtext(:key))"),
-                         {"cls": _LOCK_CLASS, "key": state.key})
+            # Keyed by the dictionary form: "dog" and "dogs" wait for each other.
+            conn.execute(text("SELECT pg_advisory_xact_lock(:cls, hashtext(:canon))"),
+                         {"cls": _LOCK_CLASS, "canon": state.canon})
             t = time.perf_counter()
             row = conn.execute(text("SELECT id, key, blob_key, detail, created_at FROM semcache_entries "
-                                    "WHERE key = :key"), {"key": state.key}).one_or_none()
+                                    "WHERE key = :key OR canon = :canon ORDER BY key = :key DESC, id LIMIT 1"),
+                               {"key": state.key, "canon": state.canon}).one_or_none()
             state.search_ms += _ms(t)
+            if row is not None and row.key != state.key and not self._is_fresh(row.created_at):
+                row = None  # another form's stale entry: it ages out on its own
             if row is not None:
                 if self._is_fresh(row.created_at):
-                    hit = self._serve(conn, state, "exact", row.id, row.key, 0.0, row.blob_key, row.detail,
-                                      fetch_image)
+                    hit = self._serve(conn, state, "exact", row.id, row.key, Match(EXACT, 0.0, 0.0), row.blob_key,
+                                      row.detail, fetch_image)
                     if hit is not None:
                         return hit
                     return self._generate(state, space, vector, threshold, fetch_image)
@@ -333,41 +362,52 @@ class SemanticCache:
             if hit is not None:
                 return hit
 
-            t = time.perf_counter()
-            try:
-                image = self.generator.generate(state.topic, self._vector_for_generator(vector))
-            except GenerationError:
-                raise
-            except Exception as exc:  # a generator that broke its contract still must not half-store
-                raise GenerationError(f"The image generator failed: {exc}") from exc
-            state.generate_ms = _ms(t)
-
-            t = time.perf_counter()
-            blob_key = self.blobs.put(image.png, "image/png")
-            state.blob_ms = _ms(t)
-
             price = float(self.generator.price_usd)
-            entry_id = conn.execute(text("""
-                INSERT INTO semcache_entries (key, phrase, blob_key, content_type, size_bytes, generator,
-                                              detail, cost_usd)
-                VALUES (:key, :phrase, :blob_key, 'image/png', :size, :generator, :detail, :cost)
-                RETURNING id
-            """), {"key": state.key, "phrase": state.topic, "blob_key": blob_key,
-                   "size": len(image.png), "generator": self.generator.name, "detail": image.detail,
-                   "cost": price}).scalar_one()
-            conn.execute(text("""
-                INSERT INTO semcache_embeddings (space_id, key, embedding, entry_id)
-                VALUES (:space, :key, CAST(:vec AS vector), :entry)
-                ON CONFLICT (space_id, key) DO UPDATE SET entry_id = excluded.entry_id
-            """), {"space": space.id, "key": state.key, "vec": vector_literal(vector), "entry": entry_id})
-            result = CacheResult(
-                kind="generated", topic=state.topic, key=state.key, served_key=state.key, distance=None,
-                threshold=threshold, entry_id=entry_id, blob_key=blob_key,
-                image=image.png if fetch_image else None, detail=image.detail, cost_spent_usd=price,
-                cost_saved_usd=0.0, embedded=state.embedded, timings=state.timings(),
-            )
-            self._record(conn, result)
-            conn.commit()
+            reserved = self.guard.reserve(state.user, price) if self.guard is not None else None
+            try:
+                return self._make(conn, state, space, vector, threshold, fetch_image, price)
+            except BaseException:
+                if reserved is not None:
+                    self.guard.release(state.user, price, reserved)  # type: ignore[union-attr]
+                raise
+
+    def _make(self, conn: Connection, state: "_Lookup", space: _Space, vector: np.ndarray, threshold: float,
+              fetch_image: bool, price: float) -> CacheResult:
+        """Generate, store the blob, then the entry and its vector: the row exists only with its blob."""
+        t = time.perf_counter()
+        try:
+            image = self.generator.generate(state.topic, self._vector_for_generator(vector))
+        except GenerationError:
+            raise
+        except Exception as exc:  # a generator that broke its contract still must not half-store
+            raise GenerationError(f"The image generator failed: {exc}") from exc
+        state.generate_ms = _ms(t)
+
+        t = time.perf_counter()
+        blob_key = self.blobs.put(image.png, "image/png")
+        state.blob_ms = _ms(t)
+
+        entry_id = conn.execute(text("""
+            INSERT INTO semcache_entries (key, canon, phrase, blob_key, content_type, size_bytes, generator,
+                                          detail, cost_usd)
+            VALUES (:key, :canon, :phrase, :blob_key, 'image/png', :size, :generator, :detail, :cost)
+            RETURNING id
+        """), {"key": state.key, "canon": state.canon, "phrase": state.topic, "blob_key": blob_key,
+               "size": len(image.png), "generator": self.generator.name, "detail": image.detail,
+               "cost": price}).scalar_one()
+        conn.execute(text("""
+            INSERT INTO semcache_embeddings (space_id, key, embedding, entry_id)
+            VALUES (:space, :key, CAST(:vec AS vector), :entry)
+            ON CONFLICT (space_id, key) DO UPDATE SET entry_id = excluded.entry_id
+        """), {"space": space.id, "key": state.key, "vec": vector_literal(vector), "entry": entry_id})
+        result = CacheResult(
+            kind="generated", topic=state.topic, key=state.key, served_key=state.key, distance=None,
+            threshold=threshold, entry_id=entry_id, blob_key=blob_key,
+            image=image.png if fetch_image else None, detail=image.detail, cost_spent_usd=price,
+            cost_saved_usd=0.0, embedded=state.embedded, timings=state.timings(),
+        )
+        self._record(conn, result)
+        conn.commit()
         if state.stale_blob and state.stale_blob != blob_key:
             self._collect_blobs([state.stale_blob])
         return result
@@ -467,13 +507,29 @@ class SemanticCache:
             statement = self._search_statements[space.id] = text(breadth + self._search_sql(space))
         return conn.execute(statement, {"vec": vector_literal(vector), "k": k, "key": key}).all()
 
-    def _nearest(self, conn: Connection, space: _Space, vector: np.ndarray, key: str, threshold: float):
-        for row in self._candidates(conn, space, vector, key, self.candidates):
-            if row.distance > threshold:
-                return None
-            if not row.banned and row.key != key:
-                return row
-        return None
+    def _nearest(self, conn: Connection, space: _Space, vector: np.ndarray, key: str,
+                 threshold: float) -> tuple[object, Match] | None:
+        """The candidate the matcher scores best within ``threshold``, with its match."""
+        return self._choose(self._candidates(conn, space, vector, key, self.candidates), key, threshold)[0]
+
+    def _choose(self, rows: Sequence, key: str, threshold: float) -> tuple[tuple[object, Match] | None, dict]:
+        """The best of ``rows`` (nearest first) for ``key`` at ``threshold``, and the matches it
+        scored (by entry id). A row further than the threshold times the matcher's stretch cannot
+        win, nor can one whose best possible score is already beaten: neither is looked up."""
+        best: tuple[object, Match] | None = None
+        scored: dict[int, Match] = {}
+        if threshold <= 0:
+            return None, scored
+        stretch = self.matcher.stretch
+        for row in rows:
+            if row.distance > threshold * stretch or (best is not None and row.distance / stretch >= best[1].score):
+                break
+            if row.banned or row.key == key:
+                continue
+            match = scored[row.entry_id] = self.matcher.match(key, row.key, row.distance)
+            if match.serves(threshold) and (best is None or match.score < best[1].score):
+                best = (row, match)
+        return best, scored
 
     def embedding(self, topic: str) -> np.ndarray:
         """The topic's vector in this cache's space: from the embedding cache, or from the model
@@ -505,16 +561,15 @@ class SemanticCache:
         vector = self.embedding(topic)
         with self.engine.connect() as conn:
             rows = self._candidates(conn, space, vector, key, k)
-        exact = any(row.key == key for row in rows)
-        out, chosen = [], exact
+        exact = next((row for row in rows if row.key == key), None)
+        best, _ = (None, {}) if exact is not None else self._choose(rows, key, threshold)
+        chosen = exact.entry_id if exact is not None else best[0].entry_id if best is not None else None
+        out = []
         for row in rows:
-            serve = False
-            if row.key == key:
-                serve = True
-            elif not chosen and threshold > 0 and row.distance <= threshold and not row.banned:
-                serve = chosen = True
+            match = self.matcher.match(key, row.key, row.distance)
             out.append(Neighbour(entry_id=row.entry_id, key=row.key, distance=float(row.distance),
-                                 blob_key=row.blob_key, banned=row.banned, would_serve=serve))
+                                 blob_key=row.blob_key, banned=row.banned, would_serve=row.entry_id == chosen,
+                                 relation=match.relation, score=match.score))
         return out
 
     # ------------------------------------------------------------------ feedback
@@ -678,8 +733,10 @@ class SemanticCache:
 
     def _record(self, conn: Connection, result: CacheResult) -> None:
         t = result.timings
+        score = result.score if result.score is None or math.isfinite(result.score) else None
         conn.execute(_GENERATED_EVENT_SQL if result.kind == "generated" else _HIT_EVENT_SQL,
                      {"query": result.topic[:1000], "key": result.key, "kind": result.kind,
+                      "relation": result.relation, "score": score,
                       "entry_id": result.entry_id, "served_key": result.served_key, "distance": result.distance,
                       "threshold": result.threshold, "space_id": self._space.id if self._space else None,
                       "embedded": result.embedded, "embed_ms": t.embed_ms, "search_ms": t.search_ms,
@@ -723,6 +780,8 @@ class _Lookup:
     topic: str
     key: str
     started: float
+    canon: str = ""
+    user: str | None = None
     threshold: float | None = None
     embedded: bool = False
     embed_ms: float | None = None

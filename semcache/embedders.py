@@ -18,7 +18,7 @@ import openai
 
 from semcache.errors import EmbeddingError, InvalidTopic, SemcacheError
 
-__all__ = ["LocalEmbedder", "OpenAIEmbedder", "OPENAI_NATIVE_DIMENSIONS"]
+__all__ = ["LocalEmbedder", "OpenAIEmbedder", "TemplatedEmbedder", "OPENAI_NATIVE_DIMENSIONS"]
 
 OPENAI_API_URL = "https://api.openai.com/v1"
 
@@ -305,3 +305,20 @@ class OpenAIEmbedder:
         except (ValueError, TypeError) as err:
             raise EmbeddingError(f"OpenAI returned an embedding that could not be decoded ({err}).") from err
         raise EmbeddingError("OpenAI returned an embedding in an unknown format.")
+
+
+class TemplatedEmbedder:
+    """Embeds each phrase inside a template ("a picture of {}"): a context some models place
+    short phrases better in. Its vectors are a space of their own, named by model and template,
+    so they never mix with the bare model's."""
+
+    def __init__(self, inner: Any, template: str) -> None:
+        if template.count("{}") != 1:
+            raise ValueError('The embedding template needs exactly one "{}" where the phrase goes.')
+        self.inner = inner
+        self.template = template
+        self.model = f"{inner.model} [{template}]"
+        self.dimensions = inner.dimensions
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.inner.embed([self.template.replace("{}", t) for t in _check_texts(texts)])

@@ -5,8 +5,9 @@
     ├── InvalidTopic              empty, too long, or unusable topic text (also a ValueError)
     ├── EmbeddingError            the embedding model failed or timed out
     ├── GenerationError           the image generator failed or timed out; nothing was stored
-    └── BlobStoreError            the blob store failed to read or write
-        └── BlobNotFound          a blob key has no object behind it
+    ├── BlobStoreError            the blob store failed to read or write
+    │   └── BlobNotFound          a blob key has no object behind it
+    └── BudgetExceeded            a daily limit on new pictures is reached (hits are still served)
 
 Each message is a sentence a person can act on.
 """
@@ -39,4 +40,8 @@ class BlobStoreError(SemcacheError):
 
 
 class BlobNotFound(BlobStoreError):
+    pass
+
+
+class BudgetExceeded(SemcacheError):
     pass

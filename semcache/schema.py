@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
-    BigInteger, Boolean, CheckConstraint, Column, DateTime, Float, ForeignKey, Index, Integer, MetaData,
+    BigInteger, Boolean, CheckConstraint, Column, Date, DateTime, Float, ForeignKey, Index, Integer, MetaData,
     Numeric, String, Table, Text, UniqueConstraint, func, text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -42,6 +42,7 @@ entries = Table(
     "semcache_entries", metadata,
     Column("id", BigInteger, primary_key=True),
     Column("key", Text, nullable=False, unique=True),
+    Column("canon", Text),
     Column("phrase", Text, nullable=False),
     Column("blob_key", Text, nullable=False),
     Column("content_type", Text, nullable=False, server_default="image/png"),
@@ -52,6 +53,7 @@ entries = Table(
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Index("semcache_entries_created_at_idx", "created_at"),
     Index("semcache_entries_blob_key_idx", "blob_key"),
+    Index("semcache_entries_canon_idx", "canon"),
 )
 
 embeddings = Table(
@@ -89,6 +91,8 @@ events = Table(
     Column("entry_id", BigInteger, ForeignKey("semcache_entries.id", ondelete="SET NULL")),
     Column("served_key", Text),
     Column("distance", Float),
+    Column("relation", String(16)),
+    Column("score", Float),
     Column("threshold", Float),
     Column("space_id", Integer, ForeignKey("semcache_spaces.id", ondelete="SET NULL")),
     Column("embedded", Boolean, nullable=False, server_default=text("false")),
@@ -105,3 +109,13 @@ events = Table(
     Index("semcache_events_entry_id_idx", "entry_id"),
 )
 """One row per lookup: what the settings page and the savings dashboard are built on."""
+
+usage = Table(
+    "semcache_usage", metadata,
+    Column("day", Date, primary_key=True),
+    Column("actor", Text, primary_key=True),
+    Column("images", Integer, nullable=False, server_default="0"),
+    Column("spent_usd", Numeric(12, 6), nullable=False, server_default="0"),
+)
+"""New pictures made per UTC day: one row per user, and the row ``*`` for everyone together
+(what the cost guard holds to its limits)."""

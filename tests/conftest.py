@@ -53,8 +53,9 @@ def engine(pg_url):
 
 
 CACHE_TABLES = ("semcache_events", "semcache_feedback", "semcache_embeddings", "semcache_entries",
-                "semcache_spaces", "semcache_settings")
+                "semcache_spaces", "semcache_settings", "semcache_usage")
 MAIL_TABLES = ("mail_embeddings", "mail_messages", "mail_imap_state")
+ACCOUNT_TABLES = ("app_sessions", "app_users")
 
 
 @pytest.fixture
@@ -64,7 +65,7 @@ def db(engine):
         for name in conn.execute(text("SELECT indexname FROM pg_indexes "
                                       "WHERE indexname LIKE 'semcache_embeddings_hnsw_space_%'")).scalars():
             conn.execute(text(f'DROP INDEX "{name}"'))
-        conn.execute(text(f"TRUNCATE {', '.join(CACHE_TABLES + MAIL_TABLES)} RESTART IDENTITY CASCADE"))
+        conn.execute(text(f"TRUNCATE {', '.join(CACHE_TABLES + MAIL_TABLES + ACCOUNT_TABLES)} RESTART IDENTITY CASCADE"))
     return engine
 
 

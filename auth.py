@@ -1,0 +1,171 @@
+"""Who is using the app, and what they may open (AUTH_MODE).
+
+- ``none``: one local user, DEFAULT_OWNER, who is also the admin: the embedded default for one
+  person on their own machine.
+- ``password``: accounts in PostgreSQL (`db.accounts`): sign up, sign in, sign out; the
+  session token lives in the browser session's state and expires after SESSION_HOURS.
+- ``oidc``: Streamlit's `st.login`, configured in `.streamlit/secrets.toml` ([auth]); the user is
+  known by the e-mail address the identity provider vouches for.
+
+Each user's mail is filed under their name (the ``owner`` of every `mail/` query). Settings and
+Savings are for ADMIN_USERS only: they show every user's topics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+import app_state
+
+TOKEN = "auth_token"
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    """The owner of this user's mail: the local owner, the account name, or the e-mail address."""
+    is_admin: bool
+
+
+def mode() -> str:
+    return app_state.settings().auth_mode
+
+
+def current_user() -> User | None:
+    """The signed-in user of this browser session, or None."""
+    settings = app_state.settings()
+    if settings.auth_mode == "none":
+        return User(settings.default_owner, is_admin=True)
+    if settings.auth_mode == "oidc":
+        if not st.user.is_logged_in:
+            return None
+        email = st.user.get("email")
+        if not email or st.user.get("email_verified") is False:
+            return None
+        name = str(email).strip().casefold()
+        return User(name, is_admin=name in settings.admins)
+    token = st.session_state.get(TOKEN)
+    if not token:
+        return None
+    name = app_state.accounts().user(token)
+    if name is None:
+        st.session_state.pop(TOKEN, None)
+        st.session_state["auth_notice"] = "Your session has ended; sign in again."
+        return None
+    return User(name, is_admin=name in settings.admins)
+
+
+def require_user() -> User:
+    """The signed-in user, or a sign-in prompt and the end of this page's run."""
+    user = current_user()
+    if user is None:
+        st.warning("Sign in to see this page.", icon=":material/lock:")
+        st.page_link("app.py", label="Sign in", icon=":material/login:")
+        st.stop()
+    return user
+
+
+def require_admin() -> User:
+    user = require_user()
+    if not user.is_admin:
+        st.error("This page is for administrators.", icon=":material/block:")
+        st.stop()
+    return user
+
+
+# ---------------------------------------------------------------------- signing in and out
+
+
+def sign_in_page() -> None:
+    st.title("✉️ Mail search")
+    notice = st.session_state.pop("auth_notice", None)
+    if notice:
+        st.info(notice)
+    if mode() == "oidc":
+        _oidc_sign_in()
+    else:
+        _password_sign_in()
+
+
+def _oidc_sign_in() -> None:
+    st.write("Sign in with your organisation's account to search your mail.")
+    if st.user.is_logged_in and not st.user.get("email"):
+        st.error("Your identity provider did not share a verified e-mail address, which this app needs.")
+    try:
+        configured = "auth" in st.secrets
+    except FileNotFoundError:
+        configured = False
+    if not configured:
+        st.error("Sign-in is not set up: AUTH_MODE is oidc, but `.streamlit/secrets.toml` has no [auth] section. "
+                 "See the README.")
+        return
+    st.button("Sign in", on_click=st.login, type="primary", icon=":material/login:")
+
+
+def _password_sign_in() -> None:
+    from db.accounts import AccountError
+
+    settings = app_state.settings()
+    tabs = st.tabs(["Sign in", "Create an account"] if settings.allow_signup else ["Sign in"])
+    with tabs[0]:
+        with st.form("sign_in", clear_on_submit=False):
+            name = st.text_input("User name", key="sign_in_name", autocomplete="username")
+            password = st.text_input("Password", type="password", key="sign_in_password",
+                                     autocomplete="current-password")
+            submitted = st.form_submit_button("Sign in", type="primary")
+        if submitted:
+            try:
+                session = app_state.accounts().sign_in(name, password)
+            except AccountError as exc:
+                st.error(str(exc))
+            else:
+                _start(session.token)
+    if settings.allow_signup:
+        with tabs[1]:
+            with st.form("sign_up"):
+                name = st.text_input("User name", key="sign_up_name", autocomplete="username",
+                                     help="3 to 64 characters: letters, digits and . _ @ + -")
+                password = st.text_input("Password", type="password", key="sign_up_password",
+                                         autocomplete="new-password", help="At least 10 characters.")
+                again = st.text_input("Password again", type="password", key="sign_up_again",
+                                      autocomplete="new-password")
+                submitted = st.form_submit_button("Create the account", type="primary")
+            if submitted:
+                if password != again:
+                    st.error("The two passwords differ.")
+                else:
+                    try:
+                        session = app_state.accounts().sign_up(name, password)
+                    except AccountError as exc:
+                        st.error(str(exc))
+                    else:
+                        _start(session.token)
+
+
+def _start(token: str) -> None:
+    for key in ("sign_in_password", "sign_up_password", "sign_up_again"):
+        st.session_state.pop(key, None)
+    st.session_state[TOKEN] = token
+    st.rerun()
+
+
+def sign_out() -> None:
+    if mode() == "oidc":
+        st.logout()
+        return
+    app_state.accounts().sign_out(st.session_state.get(TOKEN))
+    # Nothing of the last user's session may be left for the next one in this browser.
+    for key in list(st.session_state.keys()):
+        if key != TOKEN:
+            del st.session_state[key]
+    st.session_state[TOKEN] = None
+
+
+def sidebar(user: User) -> None:
+    if mode() == "none":
+        return
+    with st.sidebar:
+        st.caption(f"Signed in as **{user.name}**" + (" · admin" if user.is_admin else ""))
+        st.button("Sign out", on_click=sign_out, icon=":material/logout:", key="sign_out")

@@ -1,0 +1,144 @@
+"""The cost guard: how many new pictures one user may have made per day, and how much all of them
+together may cost per day, so nobody can run up the bill by searching random topics.
+
+A new picture is paid for before it is made: `CostGuard.reserve` counts it against the day's
+row for everyone (``*``) and the user's row in one short transaction, each update conditional on
+staying within its limit, so concurrent misses in any number of processes can never overshoot.
+A generation that fails gives its reservation back. Hits are never counted: a user over their
+limit is still served every picture already cached.
+
+The limits are stored in ``semcache_settings`` (set from the Settings page for every process)
+and fall back to the values the guard was built with; None means no limit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+
+from sqlalchemy import Engine, text
+
+from semcache.errors import BudgetExceeded
+
+EVERYONE = "*"
+USER_LIMIT_SETTING = "daily_images_per_user"
+BUDGET_SETTING = "daily_budget_usd"
+
+
+@dataclass(frozen=True)
+class Limits:
+    images_per_user: int | None
+    budget_usd: float | None
+
+
+@dataclass(frozen=True)
+class Usage:
+    day: date
+    images: int
+    spent_usd: float
+    user_images: int | None
+    limits: Limits
+
+
+def today() -> date:
+    return datetime.now(timezone.utc).date()
+
+
+class CostGuard:
+    """Daily limits on new pictures (see the module's docstring)."""
+
+    def __init__(self, engine: Engine, *, images_per_user: int | None = None, budget_usd: float | None = None) -> None:
+        self.engine = engine
+        self.default = Limits(_check_count(images_per_user), _check_money(budget_usd))
+
+    def limits(self) -> Limits:
+        with self.engine.connect() as conn:
+            stored = dict(conn.execute(text("SELECT name, value FROM semcache_settings WHERE name IN (:u, :b)"),
+                                       {"u": USER_LIMIT_SETTING, "b": BUDGET_SETTING}).all())
+        images = stored[USER_LIMIT_SETTING] if USER_LIMIT_SETTING in stored else self.default.images_per_user
+        budget = stored[BUDGET_SETTING] if BUDGET_SETTING in stored else self.default.budget_usd
+        return Limits(None if images is None else int(images), None if budget is None else float(budget))
+
+    def set_limits(self, *, images_per_user: int | None, budget_usd: float | None, actor: str | None = None) -> Limits:
+        """Store both limits for every process (None: no limit)."""
+        limits = Limits(_check_count(images_per_user), _check_money(budget_usd))
+        with self.engine.begin() as conn:
+            for name, value in ((USER_LIMIT_SETTING, limits.images_per_user), (BUDGET_SETTING, limits.budget_usd)):
+                conn.execute(text("""
+                    INSERT INTO semcache_settings (name, value, updated_at, updated_by)
+                    VALUES (:n, CAST(:v AS jsonb), now(), :actor)
+                    ON CONFLICT (name) DO UPDATE
+                    SET value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by
+                """), {"n": name, "v": "null" if value is None else repr(value), "actor": actor})
+        return limits
+
+    def reserve(self, actor: str | None, price: float) -> date:
+        """Count one new picture for ``actor`` (None: nobody in particular, only the budget
+        applies), or raise BudgetExceeded with a sentence for the user. Returns the day it was
+        counted on, for `release`."""
+        limits = self.limits()
+        day = today()
+        with self.engine.begin() as conn:
+            who = [EVERYONE] if actor is None else [EVERYONE, actor]
+            conn.execute(text("INSERT INTO semcache_usage (day, actor) SELECT :day, unnest(CAST(:who AS text[])) "
+                              "ON CONFLICT DO NOTHING"), {"day": day, "who": who})
+            # Everyone's row first, then the user's: one order for all, so no two reservations deadlock.
+            ok = conn.execute(text("""
+                UPDATE semcache_usage SET images = images + 1, spent_usd = spent_usd + CAST(:price AS numeric)
+                WHERE day = :day AND actor = :everyone
+                  AND (CAST(:budget AS numeric) IS NULL OR spent_usd + CAST(:price AS numeric) <= CAST(:budget AS numeric))
+                RETURNING 1"""), {"day": day, "everyone": EVERYONE, "price": price, "budget": limits.budget_usd}).first()
+            if ok is None:
+                conn.rollback()
+                raise BudgetExceeded(
+                    f"Today's budget for new pictures (${limits.budget_usd:.2f}) is used up. Pictures already made "
+                    "for this or a similar topic are still shown; the budget renews at midnight UTC.")
+            if actor is not None:
+                ok = conn.execute(text("""
+                    UPDATE semcache_usage SET images = images + 1, spent_usd = spent_usd + CAST(:price AS numeric)
+                    WHERE day = :day AND actor = :actor AND (CAST(:limit AS integer) IS NULL OR images < :limit)
+                    RETURNING 1"""), {"day": day, "actor": actor, "price": price,
+                                      "limit": limits.images_per_user}).first()
+                if ok is None:
+                    conn.rollback()
+                    raise BudgetExceeded(
+                        f"Your daily limit of {limits.images_per_user} new pictures is reached. Pictures already "
+                        "made for this or a similar topic are still shown; the limit renews at midnight UTC.")
+        return day
+
+    def release(self, actor: str | None, price: float, day: date) -> None:
+        """Give back a reservation whose picture was never made."""
+        with self.engine.begin() as conn:
+            conn.execute(text("""
+                UPDATE semcache_usage SET images = greatest(images - 1, 0),
+                       spent_usd = greatest(spent_usd - CAST(:price AS numeric), 0)
+                WHERE day = :day AND actor = ANY(CAST(:who AS text[]))"""),
+                         {"day": day, "price": price, "who": [EVERYONE] if actor is None else [EVERYONE, actor]})
+
+    def usage(self, actor: str | None = None) -> Usage:
+        day = today()
+        with self.engine.connect() as conn:
+            rows = dict((row.actor, row) for row in conn.execute(text(
+                "SELECT actor, images, spent_usd FROM semcache_usage WHERE day = :day AND actor = ANY(:who)"),
+                {"day": day, "who": [EVERYONE] if actor is None else [EVERYONE, actor]}))
+        everyone = rows.get(EVERYONE)
+        mine = rows.get(actor) if actor is not None else None
+        return Usage(day=day, images=everyone.images if everyone else 0,
+                     spent_usd=float(everyone.spent_usd) if everyone else 0.0,
+                     user_images=None if actor is None else (mine.images if mine else 0), limits=self.limits())
+
+
+def _check_count(value: int | None) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or int(value) != value or value < 0:
+        raise ValueError(f"A daily picture limit is a whole number of at least 0, not {value!r}.")
+    return int(value)
+
+
+def _check_money(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not value >= 0:
+        raise ValueError(f"A daily budget is an amount of at least 0, not {value!r}.")
+    return float(value)

@@ -1,0 +1,177 @@
+"""Whether a cached phrase may answer a topic: the cache's decision, beyond the raw distance.
+
+The embedding distance alone is a weak judge of short topics: all-MiniLM-L6-v2 puts "wife" 0.13
+from "husband" and "hot" 0.48 from "cold", but "house" 0.66 from "villa". The `Matcher` adds two
+switchable techniques on top of the distance:
+
+- ``lemmas`` (the exact path): a topic and an entry with the same dictionary form ("invoices",
+  "invoice"; "mice", "mouse") are one key, served without embedding anything.
+- ``lexicon`` (a second look at the nearest candidates): WordNet's relation between the two
+  phrases scales the distance before it is held to the threshold. Opposites are never served;
+  synonyms and "a kind of" pairs count as closer; two things WordNet knows but does not link
+  count as a little further. Phrases WordNet does not know are judged by the distance alone.
+
+The cache (`SemanticCache`), its preview on the Settings page and the threshold evaluation
+(`python -m semcache.eval`) all decide through one `Matcher`, so what the evaluation reports is
+what users get.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+from semcache.lexicon import Relation, WordNet
+
+EXACT = "exact"
+"""The relation of a topic served on the exact path (the same key, or the same dictionary form)."""
+
+
+RELATION_NOTES = {
+    "synonym": "WordNet: synonyms",
+    "kind": "WordNet: one is a kind of the other",
+    "related": "WordNet: related words",
+    "sibling": "WordNet: two kinds of one thing",
+    "same": "WordNet: the same word",
+}
+"""How the app explains a relation that helped a phrase be served (none for the others)."""
+
+
+@dataclass(frozen=True)
+class Weights:
+    """How much each WordNet relation scales the cosine distance; None: never served."""
+
+    synonym: float = 0.5
+    kind: float = 0.7
+    related: float = 0.7
+    sibling: float = 1.0
+    distinct_penalty: float = 0.05
+    """Added (not multiplied) for two words WordNet knows but does not link: "dog" and "cat"."""
+
+    def score(self, relation: Relation, distance: float) -> float:
+        if relation is Relation.SAME:
+            return 0.0
+        if relation is Relation.ANTONYM:
+            return math.inf
+        if relation is Relation.DISTINCT:
+            return distance + self.distinct_penalty
+        factor = {Relation.SYNONYM: self.synonym, Relation.KIND: self.kind, Relation.RELATED: self.related,
+                  Relation.SIBLING: self.sibling}.get(relation, 1.0)
+        return distance * factor
+
+    @property
+    def stretch(self) -> float:
+        """How far beyond the threshold (as a multiple) a candidate can still be served."""
+        return 1.0 / min(self.synonym, self.kind, self.related, self.sibling, 1.0)
+
+
+@dataclass(frozen=True)
+class Match:
+    """The cache's verdict on serving the entry ``entry_key`` for the topic ``query_key``."""
+
+    relation: str
+    """``exact``, a `Relation` value, or ``unknown`` when only the distance was used."""
+    distance: float
+    """Cosine distance between the two phrases' embeddings (0.0 on the exact path)."""
+    score: float
+    """What is held to the threshold: the distance as the relation scales it; inf: never."""
+
+    def serves(self, threshold: float) -> bool:
+        """Served at ``threshold``? At 0 only the exact path serves, as the setting promises."""
+        if self.relation == EXACT:
+            return True
+        return threshold > 0 and self.score <= threshold
+
+
+@dataclass
+class Matcher:
+    """The decision shared by lookups, previews and evaluations. See the module's docstring.
+
+    ``wordnet``: the database both techniques read, or None. ``lemmas``: dictionary forms on the
+    exact path. ``lexicon``: the second look at candidates. Without the WordNet files the matcher
+    decides by distance alone and says so in `describe`.
+    """
+
+    wordnet: WordNet | None = None
+    lemmas: bool = True
+    lexicon: bool = True
+    weights: Weights = field(default_factory=Weights)
+    cache_size: int = 50_000
+
+    def __post_init__(self) -> None:
+        self.missing = None
+        if self.wordnet is not None and not self.wordnet.available:
+            self.missing = str(self.wordnet.path)
+            self.wordnet = None
+        self._relations: OrderedDict[tuple[str, str], Relation] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def plain(cls) -> "Matcher":
+        """Distance alone: no dictionary forms, no second look."""
+        return cls(wordnet=None, lemmas=False, lexicon=False)
+
+    @property
+    def uses_lexicon(self) -> bool:
+        return self.lexicon and self.wordnet is not None
+
+    @property
+    def uses_lemmas(self) -> bool:
+        return self.lemmas and self.wordnet is not None
+
+    @property
+    def stretch(self) -> float:
+        return self.weights.stretch if self.uses_lexicon else 1.0
+
+    def canonical(self, key: str) -> str:
+        """The key's dictionary form for the exact path: each word a noun in its singular form
+        ("trips to paris" -> "trip to paris"); words WordNet lists as they are stay unchanged."""
+        if not self.uses_lemmas:
+            return key
+        assert self.wordnet is not None
+        words = []
+        for word in key.split(" "):
+            forms = self.wordnet.base_forms(word) if len(word) > 3 else {}
+            nouns = forms.get("n", [])
+            words.append(word if not nouns or word in {f for fs in forms.values() for f in fs} else nouns[0])
+        return " ".join(words)
+
+    def relation(self, query_key: str, entry_key: str) -> Relation:
+        if not self.uses_lexicon:
+            return Relation.UNKNOWN
+        pair = (query_key, entry_key)
+        with self._lock:
+            found = self._relations.get(pair)
+            if found is not None:
+                self._relations.move_to_end(pair)
+                return found
+        found = self.wordnet.relation(query_key, entry_key)  # type: ignore[union-attr]
+        with self._lock:
+            self._relations[pair] = found
+            if len(self._relations) > self.cache_size:
+                self._relations.popitem(last=False)
+        return found
+
+    def match(self, query_key: str, entry_key: str, distance: float | None) -> Match:
+        """The verdict for two normalised keys and the cosine distance of their embeddings
+        (None when only the exact path is being asked about)."""
+        if query_key == entry_key or self.canonical(query_key) == self.canonical(entry_key):
+            return Match(EXACT, 0.0, 0.0)
+        if distance is None:
+            return Match(Relation.UNKNOWN.value, math.inf, math.inf)
+        distance = float(distance)
+        if not self.uses_lexicon:
+            return Match(Relation.UNKNOWN.value, distance, distance)
+        relation = self.relation(query_key, entry_key)
+        return Match(relation.value, distance, self.weights.score(relation, distance))
+
+    def describe(self) -> dict:
+        """What the Settings page shows about the decision."""
+        return {
+            "lemmas": self.uses_lemmas,
+            "lexicon": self.uses_lexicon,
+            "missing_wordnet": self.missing,
+            "weights": self.weights if self.uses_lexicon else None,
+        }
