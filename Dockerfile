@@ -1,5 +1,5 @@
 FROM python:3.11-slim
-RUN apt-get update && apt-get install -y --no-install-recommends fonts-noto-color-emoji \
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-noto-color-emoji wordnet-base \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY requirements.txt .

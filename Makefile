@@ -1,11 +1,17 @@
 # make run   - set up .venv and start the app on the embedded defaults
 # make test  - set up .venv with the test tools and run the whole suite
+# make bench - every benchmark (python -m semcache.bench all); results in bench-results/
+# make compare-gptcache - our cache against GPTCache, which gets a venv of its own
+# make threshold - what each matching technique buys on the shared word pairs, and its cost
+# make load  - 8 browser sessions searching and 2 imports against the real app, on loopback
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
+BENCH_ENTRIES ?= 10000 100000 1000000
+GPTCACHE_VENV := bench-results/gptcache-venv
 
-.PHONY: run test venv venv-dev demo bench threshold clean
+.PHONY: run test venv venv-dev demo bench threshold compare-gptcache load clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,12 +35,26 @@ demo: venv
 test: venv-dev
 	$(PY) -m pytest -q
 
+# make bench BENCH_ENTRIES="10000 100000" - leave out the million (its index takes 10-20+ minutes)
 bench: venv-dev
-	$(PY) -m benchmarks.cache_bench --json bench-results/cache-wordnet-100k.json
-	$(PY) -m benchmarks.mail_bench --mail ../shared/data/mail --json bench-results/mail.json
+	$(PY) -m semcache.bench all --entries $(BENCH_ENTRIES) --mail ../shared/data/mail
 
 threshold: venv
-	$(PY) -m benchmarks.threshold --pairs ../shared/data/pairs
+	$(PY) -m benchmarks.threshold --pairs ../shared/data/pairs --latency \
+		--json bench-results/threshold.json --markdown bench-results/threshold.md
+
+load: venv-dev
+	$(PY) -m benchmarks.load --seconds 120 --workers 8 --imports 2 --json bench-results/load.json
+
+$(GPTCACHE_VENV)/.installed: benchmarks/gptcache-requirements.txt
+	test -x $(GPTCACHE_VENV)/bin/python || $(PYTHON) -m venv $(GPTCACHE_VENV)
+	$(GPTCACHE_VENV)/bin/python -m pip install --quiet -r benchmarks/gptcache-requirements.txt
+	touch $@
+
+compare-gptcache: venv $(GPTCACHE_VENV)/.installed
+	$(PY) -m benchmarks.gptcache_compare --gptcache-python $(GPTCACHE_VENV)/bin/python \
+		--pairs ../shared/data/pairs --json bench-results/gptcache-compare.json \
+		--markdown bench-results/gptcache-compare.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache

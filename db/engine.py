@@ -64,12 +64,15 @@ def create_db_engine(url: str, *, pool_size: int = 5, echo: bool = False) -> Eng
     parsed = make_url(url)
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg2")
+    # A host that does not answer must fail a request in seconds, not at the OS's TCP timeout.
+    connect_args = {} if "connect_timeout" in parsed.query else {"connect_timeout": 10}
     return create_engine(
         parsed,
         pool_size=pool_size,
         max_overflow=10,
         pool_pre_ping=True,
         pool_recycle=1800,
+        connect_args=connect_args,
         echo=echo,
     )
 

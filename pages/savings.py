@@ -103,7 +103,7 @@ def draw_charts(slot, line: report.Timeline, bins: list[report.DistanceBin], lat
                                      "Hits": [b.hits for b in bins], "Distance": [b.label for b in bins]})
                 bars = alt.Chart(hist).mark_bar(color=RATE_COLOR).encode(
                     x=alt.X("low:Q", bin=alt.Bin(binned=True, step=bins[0].high - bins[0].low),
-                            title="cosine distance to the phrase that answered",
+                            title="distance to the phrase that answered, as the threshold counts it",
                             axis=alt.Axis(format=".2f", values=[i / 20 for i in range(int(bins[-1].high * 20) + 1)])),
                     x2="high:Q", y=alt.Y("Hits:Q", title="semantic hits"),
                     tooltip=["Distance:N", "Hits:Q"])

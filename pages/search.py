@@ -11,7 +11,7 @@ from mail.query import parse_query
 from mail.search import message, search, thread
 from mail.store import import_demo, message_count
 from mail.types import MailError
-from semcache import BudgetExceeded, SemcacheError
+from semcache import BudgetExceeded, EmbeddingError, SemcacheError
 from semcache.matching import RELATION_NOTES
 
 PAGE_SIZE = 20
@@ -73,14 +73,21 @@ page = st.session_state.get("page", 0)
 try:
     topic = parse_query(query).topic
     # One embedding serves both the mail search and the picture lookup that follows.
+    embedding_failed: EmbeddingError | None = None  # then not asked again in this run
     try:
         cache = app_state.cache()
         shared = topic and cache.embedder is app_state.embedder()  # not with an embedding template
         vector = cache.embedding(topic) if shared else None
+    except EmbeddingError as exc:
+        vector, embedding_failed = None, exc
     except (SemcacheError, SQLAlchemyError):
         vector = None  # the search embeds the topic itself
-    results = search(engine, owner, query, embedder=app_state.embedder(), limit=PAGE_SIZE, offset=page * PAGE_SIZE,
-                     query_vector=vector)
+    try:
+        results = search(engine, owner, query, embedder=None if embedding_failed else app_state.embedder(),
+                         limit=PAGE_SIZE, offset=page * PAGE_SIZE, query_vector=vector)
+    except EmbeddingError as exc:  # the words alone still find mail
+        embedding_failed = exc
+        results = search(engine, owner, query, limit=PAGE_SIZE, offset=page * PAGE_SIZE)
 except MailError as exc:
     st.warning(str(exc))
     st.stop()
@@ -97,6 +104,8 @@ with image_col:
             remembered = st.session_state.get("image")
             if remembered is not None and remembered[0] == results.topic:
                 found = remembered[1]
+            elif embedding_failed is not None:
+                raise embedding_failed
             else:
                 found = app_state.cache().get(results.topic, user=owner)
                 st.session_state["image"] = (results.topic, found)
@@ -129,6 +138,8 @@ with image_col:
 
 with results_col:
     st.caption(f"{results.total:,} messages · {results.query.describe()}")
+    if embedding_failed is not None:
+        st.caption("Matched by the words only: the search by meaning is not answering.")
     if not results.hits:
         st.info("Nothing matches. Try fewer words, or remove a filter.")
     for hit in results.hits:

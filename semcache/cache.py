@@ -11,10 +11,11 @@ from typing import Callable, Iterator, Literal, Sequence
 
 import numpy as np
 from sqlalchemy import Connection, Engine, TextClause, text
+from sqlalchemy.exc import DBAPIError
 
 from semcache.errors import BlobNotFound, BlobStoreError, EmbeddingError, GenerationError, SemcacheError
 from semcache.budget import CostGuard
-from semcache.interfaces import BlobStore, Embedder, Generator
+from semcache.interfaces import BlobStore, Embedder, GeneratedImage, Generator
 from semcache.matching import EXACT, Match, Matcher
 from semcache.report import Totals, totals
 from semcache.schema import RUNTIME_INDEX_PREFIX
@@ -262,7 +263,14 @@ class SemanticCache:
             threshold = check_threshold(threshold)
         state = _Lookup(topic=clean(topic), key=key, started=started, canon=self.matcher.canonical(key), user=user)
         try:
-            result = self._get(state, threshold, fetch_image)
+            try:
+                result = self._get(state, threshold, fetch_image)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+                # The database restarted under this lookup: once more on a new connection, with
+                # what was already paid for (the vector, the picture, its blob) kept in ``state``.
+                result = self._get(state, threshold, fetch_image)
         except SemcacheError as exc:
             self._record_error(state, threshold, exc)
             raise
@@ -374,18 +382,21 @@ class SemanticCache:
     def _make(self, conn: Connection, state: "_Lookup", space: _Space, vector: np.ndarray, threshold: float,
               fetch_image: bool, price: float) -> CacheResult:
         """Generate, store the blob, then the entry and its vector: the row exists only with its blob."""
-        t = time.perf_counter()
-        try:
-            image = self.generator.generate(state.topic, self._vector_for_generator(vector))
-        except GenerationError:
-            raise
-        except Exception as exc:  # a generator that broke its contract still must not half-store
-            raise GenerationError(f"The image generator failed: {exc}") from exc
-        state.generate_ms = _ms(t)
-
-        t = time.perf_counter()
-        blob_key = self.blobs.put(image.png, "image/png")
-        state.blob_ms = _ms(t)
+        if state.image is None:
+            t = time.perf_counter()
+            try:
+                state.image = self.generator.generate(state.topic, self._vector_for_generator(vector))
+            except GenerationError:
+                raise
+            except Exception as exc:  # a generator that broke its contract still must not half-store
+                raise GenerationError(f"The image generator failed: {exc}") from exc
+            state.generate_ms = _ms(t)
+        image = state.image
+        if state.blob_key is None:
+            t = time.perf_counter()
+            state.blob_key = self.blobs.put(image.png, "image/png")
+            state.blob_ms = _ms(t)
+        blob_key = state.blob_key
 
         entry_id = conn.execute(text("""
             INSERT INTO semcache_entries (key, canon, phrase, blob_key, content_type, size_bytes, generator,
@@ -459,10 +470,12 @@ class SemanticCache:
             state.search_ms += _ms(t)
         if stored is not None:
             return np.asarray(stored, dtype=np.float32)
-        t = time.perf_counter()
-        vector = self._embed([state.key])[0]
-        state.embed_ms = _ms(t)
-        state.embedded = True
+        if state.vector is None:
+            t = time.perf_counter()
+            state.vector = self._embed([state.key])[0]
+            state.embed_ms = _ms(t)
+            state.embedded = True
+        vector = state.vector
         conn.execute(_STORE_EMBEDDING_SQL, {"s": space.id, "k": state.key, "v": vector_literal(vector)})
         return vector
 
@@ -502,9 +515,13 @@ class SemanticCache:
                     k: int) -> list:
         statement = self._search_statements.get(space.id)
         if statement is None:
-            # The search breadth goes in the same round trip as the search.
+            # The search breadth goes in the same round trip as the search. The iterative scan
+            # keeps walking the graph past index entries whose rows are gone (deleted or evicted
+            # entries, until VACUUM): without it, enough of them nearer a query than the live
+            # entries would hide those entries. The outer query sorts by distance again.
             breadth = f"SET LOCAL hnsw.ef_search = {int(self.ef_search)};" if self.ef_search else ""
-            statement = self._search_statements[space.id] = text(breadth + self._search_sql(space))
+            statement = self._search_statements[space.id] = text(
+                breadth + "SET LOCAL hnsw.iterative_scan = relaxed_order;" + self._search_sql(space))
         return conn.execute(statement, {"vec": vector_literal(vector), "k": k, "key": key}).all()
 
     def _nearest(self, conn: Connection, space: _Space, vector: np.ndarray, key: str,
@@ -789,6 +806,11 @@ class _Lookup:
     generate_ms: float | None = None
     blob_ms: float | None = None
     stale_blob: str | None = None
+    vector: np.ndarray | None = None
+    """What a retry after a dropped connection must not pay for again: the topic's new vector,
+    the generated picture and the key it was stored under."""
+    image: GeneratedImage | None = None
+    blob_key: str | None = None
 
     def timings(self) -> Timings:
         return Timings(embed_ms=self.embed_ms, search_ms=self.search_ms, generate_ms=self.generate_ms,

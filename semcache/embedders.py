@@ -9,7 +9,8 @@ import base64
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -50,6 +51,31 @@ def _unit_rows(vectors: np.ndarray, error: type[SemcacheError], source: str) -> 
     if (norms == 0).any():
         raise error(f"{source} returned an all-zero vector, which has no direction to compare.")
     return vectors / norms
+
+
+SMALL_BATCH = 8
+"""Up to this many phrases (a search topic) are embedded on one thread: splitting a tiny batch
+over threads only makes them wait for each other, and on a busy host (the app's server, the
+database and other requests on the same cores) the wait grows to many times the work."""
+
+
+@contextmanager
+def _torch_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op thread count set to ``count`` for the block (None: left alone)."""
+    if count is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    if before == count:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class LocalEmbedder:
@@ -120,7 +146,7 @@ class LocalEmbedder:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         model = self._loaded()
         try:
-            with self._encode_lock:
+            with self._encode_lock, _torch_threads(1 if len(items) <= SMALL_BATCH else None):
                 vectors = model.encode(items, batch_size=self.batch_size, convert_to_numpy=True,
                                        normalize_embeddings=True, show_progress_bar=False)
         except Exception as err:
@@ -176,9 +202,10 @@ def call_with_retries(call: Callable[[], T], *, what: str, api_key: str, error: 
                 _sleep_before_retry(attempt, err.response.headers.get("retry-after"),
                                     backoff_seconds, max_backoff_seconds)
                 continue
-            raise error(_status_sentence(status, what, _scrub(str(err.message), api_key), attempt)) from err
+            # Not chained: the server's own words may hold the key, and a printed traceback shows them.
+            raise error(_status_sentence(status, what, _scrub(str(err.message), api_key), attempt)) from None
         except openai.OpenAIError as err:
-            raise error(f"The {what} request to OpenAI failed: {_scrub(str(err), api_key)}") from err
+            raise error(f"The {what} request to OpenAI failed: {_scrub(str(err), api_key)}") from None
         except Exception as err:  # e.g. a 200 whose body is not JSON
             raise error(f"OpenAI's answer to the {what} request could not be read "
                         f"({type(err).__name__}); try again later.") from err

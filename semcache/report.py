@@ -236,8 +236,8 @@ class DistanceBin:
 
 _HISTOGRAM_SQL = text("""
     WITH hits AS (
-        SELECT floor(distance / :width)::int AS bin FROM semcache_events
-        WHERE kind = 'semantic' AND distance IS NOT NULL
+        SELECT floor(COALESCE(score, distance) / :width)::int AS bin FROM semcache_events
+        WHERE kind = 'semantic' AND COALESCE(score, distance) IS NOT NULL
     ), bins AS (
         SELECT generate_series(0, GREATEST(max(bin), CAST(:min_bins AS int) - 1)) AS bin FROM hits
     )
@@ -247,8 +247,9 @@ _HISTOGRAM_SQL = text("""
 
 
 def distance_histogram(engine: Engine, *, width: float = 0.025, up_to: float | None = None) -> list[DistanceBin]:
-    """How far semantic hits were from the phrase that answered them, in bins of ``width``
-    from 0 up to the farthest hit (or ``up_to``, whichever is larger). Empty when there are none."""
+    """How far semantic hits were from the phrase that answered them, as the threshold saw it
+    (the distance after WordNet's second look scaled it), in bins of ``width`` from 0 up to the
+    farthest hit (or ``up_to``, whichever is larger). Empty when there are none."""
     if width <= 0:
         raise ValueError("The bin width must be positive.")
     min_bins = int(-(-(up_to or 0) // width))
