@@ -28,6 +28,15 @@ def _leave_old_multipage_mode() -> None:
 _leave_old_multipage_mode()
 
 
+_MARKDOWN_SPECIALS = str.maketrans({c: "\\" + c for c in "\\`*_{}[]()#+-.!<>|~$:"})
+
+
+def md(text: str) -> str:
+    """Text shown through st.markdown exactly as written: no markup, links, images or HTML from
+    mail or from other users' topics."""
+    return " ".join(str(text).split()).translate(_MARKDOWN_SPECIALS)
+
+
 def settings() -> Settings:
     return get_settings()
 

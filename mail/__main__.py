@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from mail.types import MailError
+from semcache.errors import SemcacheError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             for source, reason in summary.failures[:50]:
                 print(f"  {source}: {reason}")
         return 0
-    except MailError as exc:
+    except (MailError, SemcacheError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
 

@@ -311,9 +311,9 @@ def _decode_words(value: str) -> str:
                 data = binascii.a2b_base64(payload + "=" * (-len(payload) % 4))
             else:
                 data = binascii.a2b_qp(payload.encode("ascii", "surrogateescape"), header=True)
-        except (binascii.Error, ValueError):
+        except (binascii.Error, ValueError):  # e.g. raw 8-bit bytes inside the word
             flush()
-            out.append(m.group())
+            out.append(_fix_surrogates(m.group()))
             pos = m.end()
             continue
         if pending and pending_cs != charset:
@@ -700,7 +700,7 @@ class _BodyWalker:
 
 def _content_type(part: Message) -> str:
     try:
-        return part.get_content_type()
+        return _CONTROL.sub("", part.get_content_type()) or "application/octet-stream"
     except Exception:
         return "application/octet-stream"
 

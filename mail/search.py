@@ -82,12 +82,21 @@ def _like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+# Markdown's punctuation (and ":" and ".", so no URL is read as Markdown source) as character
+# references: the same text in HTML, and no image, link, emphasis or math when a page renders the
+# snippet through Markdown. Mail is not markup.
+_MARKDOWN_INERT = str.maketrans({c: f"&#{ord(c)};" for c in "\\`*_[]()!~|$#{}:."})
+
+
+def _escaped(text: str) -> str:
+    return html.escape(" ".join(text.split()), quote=False).translate(_MARKDOWN_INERT)
+
+
 def _snippet(raw: str | None) -> str:
     """ts_headline's fragment as safe HTML: everything escaped, matches wrapped in <mark>."""
     if not raw:
         return ""
-    escaped = html.escape(raw.replace("\n", " "))
-    return escaped.replace(_MARK_START, "<mark>").replace(_MARK_END, "</mark>")
+    return _escaped(raw).replace(_MARK_START, "<mark>").replace(_MARK_END, "</mark>")
 
 
 def search(engine: Engine, owner: str, query_text: str, *, embedder=None, limit: int = 20, offset: int = 0,
@@ -149,7 +158,7 @@ def search(engine: Engine, owner: str, query_text: str, *, embedder=None, limit:
             parts.append("SELECT id, rank AS text_rank, NULL::bigint AS semantic_rank, NULL::float8 AS distance "
                          "FROM text_ranked")
         if semantic:
-            parts.append("SELECT id, NULL::bigint, rank, distance FROM semantic_ranked")
+            parts.append("SELECT id, NULL::bigint AS text_rank, rank AS semantic_rank, distance FROM semantic_ranked")
         fused = f"""
             fused AS (
                 SELECT id, sum(1.0 / (:rrf + coalesce(text_rank, semantic_rank)))::float8 AS score,
@@ -184,7 +193,7 @@ def search(engine: Engine, owner: str, query_text: str, *, embedder=None, limit:
     hits = []
     for row in rows:
         snippet = _snippet(row.headline) if row.headline and _MARK_START in row.headline else \
-            html.escape(" ".join((row.opening or "").split()))
+            _escaped(row.opening or "")
         sender = f"{row.from_name} <{row.from_addr}>" if row.from_name and row.from_addr else (
             row.from_name or row.from_addr)
         hits.append(SearchHit(

@@ -117,7 +117,7 @@ def _row(n: int, message: ParsedMessage, raw: RawMessage) -> dict:
         "from_addr": _clean(message.from_addr), "to_addrs": [_clean(a) for a in message.to],
         "cc_addrs": [_clean(a) for a in message.cc], "sent_at": message.date.isoformat() if message.date else None,
         "body": _clean(message.body), "excerpt": _clean(message.excerpt),
-        "attachments": [{"filename": a.filename and _clean(a.filename), "content_type": a.content_type,
+        "attachments": [{"filename": a.filename and _clean(a.filename), "content_type": _clean(a.content_type),
                          "size": a.size} for a in message.attachments],
         "is_html": message.is_html, "signed": message.signed, "size_bytes": message.size,
         "folder": raw.folder and _clean(raw.folder), "source": _clean(raw.source_id),

@@ -104,7 +104,8 @@ class SearchHit:
     sender: str
     date: datetime | None
     snippet: str
-    """Highlighted with <mark>…</mark> around matched words; everything else is escaped text."""
+    """Highlighted with <mark>…</mark> around matched words; everything else is escaped text, Markdown's
+    punctuation included (as character references), so it shows as written through HTML or Markdown."""
     score: float
     text_rank: int | None
     """Position in the full-text ranking (1 = best), None when full-text did not find it."""

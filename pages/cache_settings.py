@@ -72,7 +72,8 @@ def mark_wrong() -> None:
         return
     run_action("wrong", lambda: app_state.cache().mark_wrong(lookup.query, lookup.served_key,
                                                              distance=lookup.distance, actor=ACTOR),
-               f"“{lookup.query}” will never again be served the picture of “{lookup.served_key}”.")
+               f"“{app_state.md(lookup.query)}” will never again be served the picture of "
+               f"“{app_state.md(lookup.served_key)}”.")
 
 
 def mark_right() -> None:
@@ -81,7 +82,7 @@ def mark_right() -> None:
         return
     run_action("wrong", lambda: app_state.cache().mark_right(lookup.query, lookup.served_key,
                                                              distance=lookup.distance, actor=ACTOR),
-               f"Recorded: “{lookup.served_key}” was a good picture for “{lookup.query}”.")
+               f"Recorded: “{app_state.md(lookup.served_key)}” was a good picture for “{app_state.md(lookup.query)}”.")
 
 
 def save_limits() -> None:
@@ -200,15 +201,15 @@ with threshold_tab:
             neighbours = cache.neighbours(topic, k=PREVIEW_SIZE, threshold=threshold)
             served = next((n for n in neighbours if n.would_serve), None)
             if served is None:
-                st.info(f"No cached phrase is within {threshold:.2f} of “{topic.strip()}”: "
+                st.info(f"No cached phrase is within {threshold:.2f} of “{app_state.md(topic)}”: "
                         f"it would get a new picture (${price:.2f}).", icon=":material/brush:")
             elif served.key == topic_key(topic, cache.max_topic_chars):
-                st.success(f"“{topic.strip()}” is cached itself: its own picture is served.",
+                st.success(f"“{app_state.md(topic)}” is cached itself: its own picture is served.",
                            icon=":material/check_circle:")
             else:
                 scored = "" if served.score == served.distance else f", counted as {served.score:.2f}"
                 note = f" {RELATION_NOTES[served.relation]}." if served.relation in RELATION_NOTES else ""
-                st.success(f"“{topic.strip()}” would be served the picture of “{served.key}” "
+                st.success(f"“{app_state.md(topic)}” would be served the picture of “{app_state.md(served.key)}” "
                            f"(distance {served.distance:.2f}{scored}, within {threshold:.2f}).{note}",
                            icon=":material/check_circle:")
             if neighbours:
@@ -218,7 +219,7 @@ with threshold_tab:
                             st.image(image(neighbour.blob_key), width=96)
                         except report.SERVICE_ERRORS:
                             st.caption("picture unavailable")
-                        st.markdown(f"**{neighbour.key}**")
+                        st.markdown(f"**{app_state.md(neighbour.key)}**")
                         st.caption(f"distance {neighbour.distance:.3f}")
                         if neighbour.relation == "antonym":
                             st.caption("opposites: never served")

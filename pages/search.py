@@ -15,12 +15,7 @@ from semcache import BudgetExceeded, EmbeddingError, SemcacheError
 from semcache.matching import RELATION_NOTES
 
 PAGE_SIZE = 20
-_MARKDOWN_SPECIALS = str.maketrans({c: "\\" + c for c in "\\`*_{}[]()#+-.!<>|~$"})
-
-
-def _md(text: str) -> str:
-    """Text shown through st.markdown exactly as written (no markup, links or HTML from mail)."""
-    return " ".join(text.split()).translate(_MARKDOWN_SPECIALS)
+_md = app_state.md
 
 
 st.title("Search your mail")
@@ -137,7 +132,7 @@ with image_col:
                     st.caption(RELATION_NOTES[found.relation])
 
 with results_col:
-    st.caption(f"{results.total:,} messages · {results.query.describe()}")
+    st.caption(f"{results.total:,} messages · {_md(results.query.describe())}")
     if embedding_failed is not None:
         st.caption("Matched by the words only: the search by meaning is not answering.")
     if not results.hits:
@@ -182,7 +177,7 @@ def show_message(message_pk: int) -> None:
             st.text(item.body)  # always plain text, never rendered as HTML or markdown
             if item.attachments:
                 st.caption("Attachments: " + ", ".join(
-                    f"{a.get('filename') or 'unnamed'} ({a.get('content_type')}, {a.get('size', 0):,} bytes)"
+                    f"{_md(a.get('filename') or 'unnamed')} ({_md(a.get('content_type') or '')}, {a.get('size', 0):,} bytes)"
                     for a in item.attachments))
 
 

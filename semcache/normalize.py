@@ -10,14 +10,16 @@ from semcache.errors import InvalidThreshold, InvalidTopic
 
 
 def clean(topic: str) -> str:
-    """The phrase as a person typed it, minus control characters and extra whitespace: what is
-    stored, shown and sent to a generator."""
-    text = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in topic)
+    """The phrase as a person typed it, minus control characters, lone surrogates (which no
+    database or service accepts) and extra whitespace: what is stored, shown and sent to a
+    generator."""
+    text = "".join(" " if unicodedata.category(ch) in ("Cc", "Cs") else ch for ch in topic)
     return " ".join(text.split())
 
 
 def normalize(topic: str) -> str:
-    """NFKC, control characters to spaces, case-folded, whitespace collapsed and trimmed.
+    """NFKC, control characters and lone surrogates to spaces, case-folded, whitespace collapsed
+    and trimmed.
 
     "  Trip to\tPARIS " and "trip to paris" share one key. The key is only ever a database value,
     never part of a path or a query string.
@@ -32,7 +34,7 @@ def topic_key(topic: object, max_chars: int) -> str:
     if len(topic) > max_chars * 4:
         raise InvalidTopic(f"That topic is {len(topic):,} characters long; use at most {max_chars}.")
     key = normalize(topic)
-    if not key:
+    if not any(unicodedata.category(ch)[0] in "LNPS" for ch in key):  # nothing visible: "", "\u200b"
         raise InvalidTopic("The topic is empty: type a word or a short phrase, such as \"dog\".")
     if len(key) > max_chars:
         raise InvalidTopic(f"That topic is {len(key):,} characters long; use at most {max_chars}.")
