@@ -54,6 +54,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from db.engine import create_db_engine, embedded_data_dir, embedded_postgres_url, migrate
+from semcache.bench.common import wordnet_phrases
 from semcache import GeneratedImage, SemanticCache
 from semcache.blobstores import LocalBlobStore
 from semcache.normalize import normalize
@@ -132,18 +133,6 @@ def nearest_distances(queries: np.ndarray, entries: np.ndarray) -> np.ndarray:
     for start in range(0, len(queries), 2000):
         out[start:start + 2000] = 1.0 - (queries[start:start + 2000] @ entries.T).max(axis=1)
     return out
-
-
-def wordnet_phrases(seed: int = 2026) -> list[str]:
-    """Every distinct WordNet lemma ("hot dog", "tax return"), normalised and shuffled."""
-    seen: dict[str, None] = {}
-    for part in ("noun", "verb", "adj", "adv"):
-        for line in (WORDNET / f"index.{part}").read_text(encoding="utf-8", errors="replace").splitlines():
-            if line and not line.startswith(" "):
-                seen.setdefault(normalize(line.split(" ", 1)[0].replace("_", " ")), None)
-    phrases = list(seen)
-    np.random.default_rng(seed).shuffle(phrases)
-    return phrases
 
 
 def embedded(phrases: list[str], path: Path) -> np.ndarray:

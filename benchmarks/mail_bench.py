@@ -14,17 +14,14 @@ A fresh embedded PostgreSQL in a temporary folder. Measured:
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
-import tempfile
 import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
 from benchmarks.common import percentiles, write_report
-from db.engine import create_db_engine, embedded_postgres_url, migrate
+from semcache.bench.common import fresh_database, machine
 from mail.demo import write_demo_mbox
 from mail.search import search
 from mail.sources import open_source
@@ -49,30 +46,24 @@ def timed_import(engine, owner, path, embedder) -> dict:
             "per_second": round((summary.imported + summary.duplicates + summary.failed) / summary.seconds, 1)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mail", type=Path, required=True, help="folder with the two real mailboxes")
-    parser.add_argument("--total", type=int, default=10_000, help="messages in the searched mailbox")
-    parser.add_argument("--json", type=Path)
-    args = parser.parse_args(argv)
-    mbox = args.mail / "spamassassin-easy-ham-1.mbox"
-    maildir = args.mail / "enron-kaminski-inbox.Maildir"
+def run(mail: Path, total: int = 10_000) -> dict:
+    """Import both mailboxes in ``mail`` (and demo messages up to ``total``) into a fresh embedded
+    database, search them, and return the report."""
+    mbox = mail / "spamassassin-easy-ham-1.mbox"
+    maildir = mail / "enron-kaminski-inbox.Maildir"
     from semcache.embedders import LocalEmbedder
 
     embedder = LocalEmbedder()
     embedder.embed(["warm up"])
-    report: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version()}}
-    with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
-        os.chmod(tmp, 0o755)
-        engine = create_db_engine(embedded_postgres_url(Path(tmp) / "pg", on_exit="stop"))
-        migrate(engine)
+    report: dict = {"machine": machine(), "mail": str(mail)}
+    with fresh_database("mail-bench-") as (_, engine, folder):
         report["import_spamassassin_without_embeddings"] = timed_import(engine, "plain", mbox, None)
         report["import_spamassassin_with_embeddings"] = timed_import(engine, "bench", mbox, embedder)
         report["import_enron_with_embeddings"] = timed_import(engine, "bench", maildir, embedder)
         report["reimport_spamassassin"] = timed_import(engine, "bench", mbox, embedder)
         have = message_count(engine, "bench")
-        demo = Path(tmp) / "demo.mbox"
-        write_demo_mbox(demo, count=max(0, args.total - have), now=datetime(2026, 11, 1, tzinfo=timezone.utc))
+        demo = folder / "demo.mbox"
+        write_demo_mbox(demo, count=max(0, total - have), now=datetime(2026, 11, 1, tzinfo=timezone.utc))
         report["import_demo_with_embeddings"] = timed_import(engine, "bench", demo, embedder)
         report["searched_messages"] = message_count(engine, "bench")
 
@@ -93,8 +84,16 @@ def main(argv: list[str] | None = None) -> int:
         report["top_results"] = {
             q: [f"{h.subject[:70]} (text {h.text_rank}, semantic {h.semantic_rank})"
                 for h in search(engine, "bench", q, embedder=embedder, limit=5).hits] for q in SHOW}
-        engine.dispose()
-    write_report(report, args.json)
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mail", type=Path, required=True, help="folder with the two real mailboxes")
+    parser.add_argument("--total", type=int, default=10_000, help="messages in the searched mailbox")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    write_report(run(args.mail, args.total), args.json)
     return 0
 
 
