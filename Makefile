@@ -1,4 +1,5 @@
-# make run   - set up .venv and start the app on the embedded defaults
+# make run   - set up .venv and start the app and one import worker on the embedded defaults
+# make worker - one more import worker
 # make test  - set up .venv with the test tools and run the whole suite
 # make bench - every benchmark (python -m semcache.bench all); results in bench-results/
 # make compare-gptcache - our cache against GPTCache, which gets a venv of its own
@@ -11,7 +12,7 @@ PORT ?= 8501
 BENCH_ENTRIES ?= 10000 100000 1000000
 GPTCACHE_VENV := bench-results/gptcache-venv
 
-.PHONY: run test venv venv-dev demo bench threshold compare-gptcache load clean
+.PHONY: run worker test venv venv-dev demo bench threshold compare-gptcache load clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,8 +27,15 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 venv: $(VENV)/.installed
 venv-dev: $(VENV)/.installed-dev
 
+# The app and one import worker; the worker stops when the app does (Ctrl-C stops both).
 run: venv
+	$(PY) -m mail worker & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
 	$(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+
+# One more import worker (any number may run, on any machine with the same settings)
+worker: venv
+	$(PY) -m mail worker
 
 demo: venv
 	$(PY) -m mail demo --import

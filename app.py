@@ -4,6 +4,7 @@ may open. Settings and Savings show every user's topics, so only admins get them
 import streamlit as st
 
 import auth
+import import_views
 
 st.set_page_config(page_title="Mail search", page_icon="✉️", layout="wide")
 
@@ -21,4 +22,5 @@ else:
             st.Page("pages/savings.py", title="Savings", icon="💰"),
         ]
     auth.sidebar(user)
+    import_views.sidebar_status(user.name)  # a running import, live, on every page
     st.navigation(pages).run()

@@ -5,6 +5,8 @@ Pages call these and lay out what `semcache/` and `mail/` return; nothing here h
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import streamlit as st
 from sqlalchemy import Engine
 
@@ -48,6 +50,57 @@ def engine() -> Engine:
     return services.build_engine(settings())
 
 
+RECONNECT_SECONDS = 3
+
+
+def database_down(exc: BaseException | None = None, *, note: str = "") -> None:
+    """What a page shows in place of what needed the database when it does not answer: that it
+    is reconnecting, a button to try at once, and a retry by itself every few seconds (the page
+    runs again as soon as the database answers). The page's run ends here."""
+    import time
+
+    from db.engine import database_answers
+
+    embedded = settings().database_url is None
+    st.warning(("The database is restarting; reconnecting…" if embedded
+                else "The database is not answering; reconnecting…") + (f" {note}" if note else ""),
+               icon=":material/sync:")
+    reason = str(getattr(exc, "orig", None) or exc or "").strip().splitlines()
+    if reason:
+        st.caption(f"Trying again every {RECONNECT_SECONDS} seconds. ({md(reason[0][:200])})")
+
+    @st.fragment(run_every=RECONNECT_SECONDS)
+    def reconnect() -> None:
+        # At most one automatic rerun per interval, even if the page keeps failing once connected.
+        if time.monotonic() - st.session_state.get("_database_retried_at", 0.0) < RECONNECT_SECONDS:
+            return
+        try:
+            answers = database_answers(engine())
+        except Exception:  # the engine itself could not be built: still down
+            answers = False
+        if answers:
+            st.session_state["_database_retried_at"] = time.monotonic()
+            st.rerun()
+
+    if not embedded:  # a remote server that does not answer takes its connect timeout: not twice per run
+        st.session_state["_database_retried_at"] = time.monotonic()
+    reconnect()
+    st.button("Try again now", icon=":material/refresh:", key="database_retry")
+    st.stop()
+
+
+def service_down(exc: BaseException) -> None:
+    """A page's answer to an error in `semcache.report.SERVICE_ERRORS`: a database that does not
+    answer is reconnected to (`database_down`); another service's outage is explained."""
+    from sqlalchemy.exc import InterfaceError, OperationalError
+
+    from semcache import report
+
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        database_down(exc)
+    st.error(report.explain(exc), icon=":material/cloud_off:")
+
+
 @st.cache_resource(show_spinner="Loading the embedding model…")
 def embedder() -> Embedder:
     import services
@@ -64,12 +117,39 @@ def cache() -> SemanticCache:
     return services.build_cache(settings(), engine=engine(), embedder=embedder())
 
 
+def finder():
+    """The Search page's service (see `finder`), on the shared engine, model and cache."""
+    from finder import Finder
+    from semcache import EmbeddingError
+
+    try:
+        model = embedder()
+    except EmbeddingError as exc:  # the words alone still find mail
+        return Finder(engine(), None, None, embedding_error=exc)
+    return Finder(engine(), model, cache())
+
+
+@st.cache_resource(show_spinner=False)
+def picture_pool() -> ThreadPoolExecutor:
+    """Threads that look up (or make) pictures off the pages' script runs, shared by every
+    session: a slow picture never holds up the results, a click or the next page."""
+    return ThreadPoolExecutor(max_workers=settings().picture_workers, thread_name_prefix="picture")
+
+
 @st.cache_resource(show_spinner=False)
 def accounts():
     """Accounts for AUTH_MODE=password (see `db.accounts`)."""
     from db.accounts import Accounts
 
     return Accounts(engine(), session_hours=settings().session_hours)
+
+
+@st.cache_resource(show_spinner=False)
+def import_queue():
+    """The background imports (`mail.jobs`): the pages enqueue and read them; workers run them."""
+    import services
+
+    return services.build_import_queue(settings(), engine())
 
 
 def owner() -> str:

@@ -16,10 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import streamlit as st
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 import app_state
 
 TOKEN = "auth_token"
+DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,10 @@ def current_user() -> User | None:
     token = st.session_state.get(TOKEN)
     if not token:
         return None
-    name = app_state.accounts().user(token)
+    try:
+        name = app_state.accounts().user(token)
+    except DATABASE_ERRORS as exc:  # the session is kept: it is checked again once the database is back
+        app_state.database_down(exc)
     if name is None:
         st.session_state.pop(TOKEN, None)
         st.session_state["auth_notice"] = "Your session has ended; sign in again."
@@ -120,6 +125,8 @@ def _password_sign_in() -> None:
                 session = app_state.accounts().sign_in(name, password)
             except AccountError as exc:
                 st.error(str(exc))
+            except DATABASE_ERRORS as exc:
+                app_state.database_down(exc, note="You are not signed in yet: sign in again in a moment.")
             else:
                 _start(session.token)
     if settings.allow_signup:
@@ -140,6 +147,8 @@ def _password_sign_in() -> None:
                         session = app_state.accounts().sign_up(name, password)
                     except AccountError as exc:
                         st.error(str(exc))
+                    except DATABASE_ERRORS as exc:
+                        app_state.database_down(exc, note="The account was not created: try again in a moment.")
                     else:
                         _start(session.token)
 
@@ -155,12 +164,19 @@ def sign_out() -> None:
     if mode() == "oidc":
         st.logout()
         return
-    app_state.accounts().sign_out(st.session_state.get(TOKEN))
+    try:
+        app_state.accounts().sign_out(st.session_state.get(TOKEN))
+        unreached = False
+    except DATABASE_ERRORS:
+        unreached = True
     # Nothing of the last user's session may be left for the next one in this browser.
     for key in list(st.session_state.keys()):
         if key != TOKEN:
             del st.session_state[key]
     st.session_state[TOKEN] = None
+    if unreached:
+        st.session_state["auth_notice"] = ("You are signed out of this browser. The database did not answer, "
+                                           "so the session's record ends when it expires.")
 
 
 def sidebar(user: User) -> None:

@@ -9,18 +9,26 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 
-from db.engine import create_db_engine, embedded_postgres_url, migrate
+from db.engine import EmbeddedPostgres, create_db_engine, embedded_server, migrate
 from semcache import SemanticCache
 from semcache.interfaces import BlobStore, Embedder, Generator
 from settings import Settings
 
 
+def embedded_database(settings: Settings) -> EmbeddedPostgres | None:
+    """The embedded server when DATABASE_URL is unset (its folder recorded in DATA_DIR), else None."""
+    return None if settings.database_url else embedded_server(settings.data_dir / "postgres")
+
+
 def database_url(settings: Settings) -> str:
-    return settings.database_url or embedded_postgres_url(settings.data_dir / "postgres")
+    server = embedded_database(settings)
+    return server.url if server else settings.database_url
 
 
 def build_engine(settings: Settings, *, run_migrations: bool = True) -> Engine:
-    engine = create_db_engine(database_url(settings))
+    """The engine; on the embedded server it starts the server again if a connection finds it dead."""
+    server = embedded_database(settings)
+    engine = create_db_engine(server.url if server else settings.database_url, server=server)
     if run_migrations:
         migrate(engine)
     return engine
@@ -28,17 +36,32 @@ def build_engine(settings: Settings, *, run_migrations: bool = True) -> Engine:
 
 def build_embedder(settings: Settings, *, model: str | None = None) -> Embedder:
     """The configured embedder; ``model`` overrides it ("local" or an OpenAI model name)."""
-    from semcache.embedders import LocalEmbedder, OpenAIEmbedder
+    from semcache.embedders import OpenAIEmbedder
 
     use_openai = settings.use_openai_embeddings if model is None else model != "local"
     if not use_openai:
-        return LocalEmbedder()
+        return build_local_embedder(settings)
     if not settings.openai_api_key:
         raise SystemExit("OpenAI embeddings need OPENAI_API_KEY; set it, or use the local model.")
     return OpenAIEmbedder(
         settings.openai_api_key, base_url=settings.openai_base_url, model=model or settings.embedding_model,
         dimensions=settings.embedding_dimensions if model is None else None,
         timeout=settings.openai_timeout_seconds, max_retries=settings.openai_max_retries)
+
+
+def build_local_embedder(settings: Settings, *, backend: str | None = None) -> Embedder:
+    """all-MiniLM-L6-v2 on ``LOCAL_EMBEDDING_BACKEND`` (``backend`` overrides it). With "auto",
+    ONNX Runtime, and torch with the reason logged if ONNX Runtime or the export fails; every
+    backend gives the same vectors under the same model name."""
+    from semcache.embedders import LocalEmbedder
+
+    backend = backend or settings.local_embedding_backend
+    if backend == "torch":
+        return LocalEmbedder()
+    from semcache.onnx_embedder import OnnxEmbedder
+
+    return OnnxEmbedder(settings.onnx_folder, threads=settings.local_embedding_threads,
+                        fallback=LocalEmbedder() if backend == "auto" else None)
 
 
 def build_matcher(settings: Settings, *, lexicon: bool | None = None, lemmas: bool | None = None):
@@ -102,3 +125,43 @@ def build_guard(settings: Settings, engine: Engine):
     from semcache.budget import CostGuard
 
     return CostGuard(engine, images_per_user=settings.daily_images_per_user, budget_usd=settings.daily_budget_usd)
+
+
+def build_upload_store(settings: Settings):
+    """Where uploads wait for their import: S3 under S3_UPLOAD_PREFIX (workers on any machine
+    read them), else DATA_DIR/uploads."""
+    from semcache.blobstores import LocalBlobStore, S3BlobStore
+
+    if settings.s3_bucket:
+        return S3BlobStore(
+            settings.s3_bucket, prefix=settings.s3_upload_prefix, endpoint_url=settings.s3_endpoint_url,
+            region_name=settings.s3_region, access_key_id=settings.s3_access_key_id,
+            secret_access_key=settings.s3_secret_access_key)
+    return LocalBlobStore(settings.data_dir / "uploads")
+
+
+def build_job_secrets(settings: Settings):
+    """JOB_SECRET_KEY, or the key file made once in DATA_DIR."""
+    from mail.jobs import JobSecrets
+
+    if settings.job_secret_key:
+        return JobSecrets(settings.job_secret_key)
+    return JobSecrets.from_key_file(settings.data_dir / "job-secret.key")
+
+
+def build_import_queue(settings: Settings, engine: Engine):
+    """The app's side of the background imports (see `mail.jobs`)."""
+    from mail.jobs import ImportQueue, job_app, psycopg_conninfo
+
+    return ImportQueue(engine, job_app(psycopg_conninfo(database_url(settings))),
+                       uploads=build_upload_store(settings), secrets=build_job_secrets(settings),
+                       max_upload_mb=settings.max_upload_mb, max_message_mb=settings.max_message_mb)
+
+
+def build_import_runner(settings: Settings, engine: Engine, embedder: Embedder | None):
+    """What a worker imports with (see `mail.jobs_worker`)."""
+    from mail.jobs_worker import ImportRunner
+
+    return ImportRunner(engine=engine, embedder=embedder, uploads=build_upload_store(settings),
+                        secrets=build_job_secrets(settings), data_dir=settings.data_dir,
+                        max_message_mb=settings.max_message_mb, max_upload_mb=settings.max_upload_mb)

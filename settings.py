@@ -40,15 +40,32 @@ class Settings(BaseSettings):
         "auto", description="auto: OpenAI when OPENAI_API_KEY is set, else the local model.")
     embedding_model: str = Field("text-embedding-3-small", description="OpenAI embedding model.")
     embedding_dimensions: int | None = Field(None, gt=0, description="OpenAI `dimensions`; unset: model default.")
+    local_embedding_backend: Literal["auto", "onnx", "torch"] = Field(
+        "auto", description="How the local model runs. auto: ONNX Runtime (exported once into DATA_DIR/onnx), "
+                            "torch if that fails, with the reason logged; onnx: ONNX Runtime or an error; "
+                            "torch: sentence-transformers. All three give the same vectors.")
+    local_embedding_threads: int = Field(
+        2, ge=1, le=64, description="ONNX Runtime threads for batches (imports); a search topic uses one.")
+    onnx_export_dir: Path | None = Field(
+        None, description="Where the local model's ONNX export is kept (keyed by the model's contents, so "
+                          "processes and data folders may share it). Unset: DATA_DIR/onnx.")
     image_provider: Literal["auto", "offline", "openai"] = Field(
         "auto", description="auto: OpenAI when OPENAI_API_KEY is set, else the offline pixel-art generator.")
     image_model: str = Field("gpt-image-2", description="OpenAI image model (gpt-image-1 was shut down in October 2026).")
     image_price_usd: float = Field(0.04, ge=0, description="What one generated image costs.")
+    picture_workers: int = Field(
+        8, gt=0, description="Picture lookups one app process runs at once, beside the searches; more wait their turn.")
 
     # Mail
     default_owner: str = Field("me", min_length=1, description="Whose mail the command line and a single-user app use.")
     max_upload_mb: int = Field(200, gt=0, description="Largest mailbox upload or file accepted.")
     max_message_mb: int = Field(25, gt=0, description="Larger messages are skipped and reported.")
+    job_secret_key: str | None = Field(
+        None, description="Fernet key that encrypts an IMAP password while its import waits for a worker; the same "
+                          "for the app and every worker. Unset: a key file made once in DATA_DIR (one machine).")
+    s3_upload_prefix: str = Field(
+        "uploads/", description="With S3_BUCKET, uploads wait for their import under this prefix (workers on "
+                                "any machine read them there); unset S3_BUCKET: DATA_DIR/uploads.")
 
     # Cache
     default_threshold: float = Field(
@@ -87,9 +104,9 @@ class Settings(BaseSettings):
     allow_signup: bool = Field(True, description="AUTH_MODE=password: anyone may create an account.")
     session_hours: float = Field(12.0, gt=0, description="AUTH_MODE=password: a sign-in lasts this long.")
 
-    @field_validator("s3_bucket", "database_url", "openai_api_key", "openai_base_url", "s3_endpoint_url",
+    @field_validator("s3_bucket", "database_url", "job_secret_key", "openai_api_key", "openai_base_url", "s3_endpoint_url",
                      "daily_images_per_user", "daily_budget_usd", "cache_max_entries", "cache_max_age_days",
-                     mode="before")
+                     "onnx_export_dir", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -105,6 +122,10 @@ class Settings(BaseSettings):
         if self.image_provider == "auto":
             return bool(self.openai_api_key)
         return self.image_provider == "openai"
+
+    @property
+    def onnx_folder(self) -> Path:
+        return self.onnx_export_dir or self.data_dir / "onnx"
 
     @property
     def blob_folder(self) -> Path:

@@ -2,20 +2,25 @@
 
     python -m benchmarks.load [--seconds 120] [--workers 8] [--imports 2] [--json out.json]
 
-What runs: a fresh embedded PostgreSQL (or DATABASE_URL) with the demo mailbox loaded, and the
-app itself (`streamlit run app.py` on 127.0.0.1). Then, for ``--seconds``:
+What runs: a fresh embedded PostgreSQL (or DATABASE_URL) with the demo mailbox loaded, the app
+itself (`streamlit run app.py` on 127.0.0.1) and ``--imports`` import workers (`python -m mail
+worker`, with the app's settings). Then, for ``--seconds``:
 - ``--workers`` browser tabs (Debian's Chromium, driven by Playwright), each its own Streamlit
   session, type topics drawn from a Zipf mix over the demo topics (a few topics very often, most
-  rarely) into the search box and wait until both the results and the picture's caption are
-  shown: one request is one search with its picture lookup, timed from Enter to that point;
-- ``--imports`` import processes (`python -m mail import`) bring a real mailbox into the same
-  database, each for an owner of its own, one after another until the time is up.
-Nothing leaves the machine: the app, the database and the browsers are all on loopback.
+  rarely) into the search box. One request is one search with its picture lookup, timed twice
+  from Enter: to the results drawn (their "N messages · topic" caption) and to the picture's
+  caption (the page shows "Making a picture…" in between, when the picture is not cached);
+- ``--imports`` import streams queue path imports of a real mailbox as the app does
+  (`mail.jobs.ImportQueue.enqueue_path`), each for a fresh owner once the stream's previous one
+  has ended, so each stream has one import at a time, until the time is up; the workers run them.
+Nothing leaves the machine: the app, the database, the workers and the browsers are all on loopback.
 
-Reported: requests, errors (a page exception, a timeout, or a cache error event), p50/p99
-latency, pictures generated against the distinct topics asked for (and any key generated twice,
-which must be 0), messages imported, and the resident memory of the app's server process
-(sampled every second from /proc).
+Reported: requests, errors (a page exception, a timeout, a cache error event, a failed import
+or a worker that died), p50/p99 of both timings, pictures generated against the distinct topics
+asked for (and any key generated twice, which must be 0), the lookups by kind, the imports and
+the messages they stored within the time (a worker stopped at the end finishes its current
+batch; that is left out), and the resident memory of the app's server process and of each
+worker (sampled every second from /proc).
 """
 
 from __future__ import annotations
@@ -96,14 +101,32 @@ def start_app(env: dict, log: Path) -> tuple[subprocess.Popen, str]:
     raise SystemExit("The app did not start:\n" + log.read_text()[-2000:])
 
 
+# What a tab shows, read in one round trip: whether the results of ``topic`` are drawn (their
+# caption, "N messages · topic", in an element of the current run) and whether its picture is
+# (a picture caption of the current run, no "Making a picture…" left and the page idle).
+PAGE_STATE = """(topic) => {
+    const want = topic.trim().toLowerCase().replace(/\\s+/g, ' ');
+    const fresh = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
+      .filter(e => !e.closest('[data-stale="true"]')).map(e => e.innerText.trim());
+    const results = fresh.some(t => {
+        const m = /^[\\d,]+ messages? · (.*)$/s.exec(t);
+        return m !== null && m[1].trim().toLowerCase().replace(/\\s+/g, ' ') === want;
+    });
+    const making = fresh.some(t => t.startsWith('Making a picture'));
+    const picture = results && !making && fresh.some(t => /%s/.test(t))
+      && !document.querySelector('[data-testid="stStatusWidget"]');
+    return {results, picture};
+}""" % CAPTION.pattern
+
+
 def browse(url: str, workers: int, seconds: float, seed: int, ready=lambda: None) -> dict:
-    """``workers`` tabs searching until the time is up; returns the timings and the failures.
+    """``workers`` tabs searching until the time is up; returns both timings and the failures.
     Each tab first runs one untimed search (the server loads its model and caches on the very
     first), then ``ready()`` is called and the clock starts."""
-    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
-    timings: list[float] = []
+    results_ms: list[float] = []
+    picture_ms: list[float] = []
     errors: list[str] = []
     asked: list[str] = []
     with sync_playwright() as p:
@@ -121,13 +144,17 @@ def browse(url: str, workers: int, seconds: float, seed: int, ready=lambda: None
             box = page.get_by_placeholder(re.compile("dog · invoices"))
             box.fill("warm up")
             box.press("Enter")
-            page.locator("[data-testid='stCaptionContainer']").filter(has_text=CAPTION).first.wait_for(timeout=300_000)
+            deadline = time.monotonic() + 300
+            while not page.evaluate(PAGE_STATE, "warm up")["picture"]:
+                if time.monotonic() > deadline:
+                    raise SystemExit("A tab's first search showed no picture within 300 s.")
+                time.sleep(0.05)
             warm.append((time.perf_counter() - started) * 1000)
         ready()
         # One thread drives the browser (Playwright's sync API is not thread-safe): the tabs take
         # turns being typed into, and each search is awaited while the others' run on the server.
         streams = [iter(zipf_topics(100_000, seed + i)) for i in range(workers)]
-        pending: dict[int, tuple[str, float]] = {}
+        pending: dict[int, dict] = {}
         last: dict[int, str] = {}
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline or pending:
@@ -140,54 +167,98 @@ def browse(url: str, workers: int, seconds: float, seed: int, ready=lambda: None
                     box = page.get_by_placeholder(re.compile("dog · invoices"))
                     box.fill(topic)
                     box.press("Enter")
-                    pending[i] = (topic, time.perf_counter())
+                    pending[i] = {"topic": topic, "started": time.perf_counter(), "results": None}
                     asked.append(topic)
             for i in list(pending):
-                topic, started = pending[i]
-                page = pages[i]
+                request, page = pending[i], pages[i]
                 try:
-                    done = page.evaluate(
-                        """(topic) => {
-                            const caps = [...document.querySelectorAll('[data-testid="stCaptionContainer"]')]
-                              .map(e => e.innerText);
-                            const results = caps.some(t => t.includes(' · ') && t.toLowerCase().includes(topic.toLowerCase()));
-                            const picture = caps.some(t => /%s/.test(t));
-                            const running = document.querySelector('[data-testid="stStatusWidget"]');
-                            return results && picture && !running;
-                        }""" % CAPTION.pattern, topic)
+                    state = page.evaluate(PAGE_STATE, request["topic"])
                 except Exception as exc:  # a page that broke counts as an error, and the run goes on
-                    errors.append(f"{topic}: {exc}"[:200])
+                    errors.append(f"{request['topic']}: {exc}"[:200])
                     del pending[i]
                     continue
-                if done:
-                    timings.append((time.perf_counter() - started) * 1000)
+                waited = (time.perf_counter() - request["started"]) * 1000
+                if request["results"] is None and (state["results"] or state["picture"]):
+                    request["results"] = waited
+                if state["picture"]:
+                    results_ms.append(request["results"])
+                    picture_ms.append(waited)
                     if page.locator("[data-testid='stException']").count():
-                        errors.append(f"{topic}: the page showed an exception")
+                        errors.append(f"{request['topic']}: the page showed an exception")
                     del pending[i]
-                elif time.perf_counter() - started > 60:
-                    errors.append(f"{topic}: no answer within 60 s")
+                elif waited > 60_000:
+                    shown = "the results but no picture" if request["results"] is not None else "no results"
+                    errors.append(f"{request['topic']}: {shown} within 60 s")
                     del pending[i]
             time.sleep(0.02)
         browser.close()
-    return {"timings": timings, "errors": errors, "asked": asked, "warm_up_ms": [round(w) for w in warm]}
+    return {"results_ms": results_ms, "picture_ms": picture_ms, "errors": errors, "asked": asked,
+            "warm_up_ms": [round(w) for w in warm]}
 
 
-def importer(env: dict, mailbox: Path, owner: str, deadline: float, out: list) -> None:
-    """Import ``mailbox`` again and again (a fresh owner each round) until the deadline; a round
-    still running then is stopped (what it committed, in batches, stays and is counted)."""
-    while time.monotonic() < deadline:
-        started = time.perf_counter()
-        process = subprocess.Popen([sys.executable, "-m", "mail", "import", str(mailbox), "--owner", owner],
-                                   cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def start_workers(count: int, env: dict, folder: Path) -> list[subprocess.Popen]:
+    """``count`` import workers (`python -m mail worker`), each logging to a file of its own."""
+    return [subprocess.Popen([sys.executable, "-m", "mail", "worker", "--name", f"load-{n}"], cwd=ROOT, env=env,
+                             stdout=(folder / f"worker-{n}.log").open("w"), stderr=subprocess.STDOUT)
+            for n in range(count)]
+
+
+def wait_for_workers(queue, workers: list[subprocess.Popen], folder: Path, timeout: float = 300) -> None:
+    """Until every worker has said it is alive (they load the model first)."""
+    deadline = time.monotonic() + timeout
+    while queue.workers_alive(within_seconds=60) < len(workers):
+        for n, worker in enumerate(workers):
+            if worker.poll() is not None:
+                raise SystemExit(f"Import worker {n} stopped at start:\n"
+                                 + (folder / f"worker-{n}.log").read_text()[-2000:])
+        if time.monotonic() > deadline:
+            raise SystemExit(f"The import workers did not start within {timeout:.0f} s.")
+        time.sleep(0.5)
+
+
+def stop_workers(workers: list[subprocess.Popen]) -> None:
+    """SIGTERM (a worker ends its current batch and puts its import back in the queue), then kill."""
+    for worker in workers:
+        if worker.poll() is None:
+            worker.terminate()
+    for worker in workers:
         try:
-            _, err = process.communicate(timeout=max(1.0, deadline - time.monotonic()))
-            state = "finished" if process.returncode == 0 else f"failed ({err.strip().splitlines()[-1:]})"
+            worker.wait(60)
         except subprocess.TimeoutExpired:
-            process.terminate()
-            process.communicate(timeout=30)
-            state = "stopped at the deadline"
-        out.append({"owner": owner, "seconds": round(time.perf_counter() - started, 1), "state": state})
-        owner = owner + "+"
+            worker.kill()
+            worker.wait()
+
+
+def import_stream(queue, mailbox: Path, stream: str, deadline: float, out: list) -> None:
+    """Queue the import of ``mailbox`` for a fresh owner, wait for it to end, and again, until the
+    deadline (one import of this stream at a time); one still running then is left to the end."""
+    round_ = 0
+    while time.monotonic() < deadline:
+        owner = f"{stream}-{round_}"
+        round_ += 1
+        started = time.monotonic()
+        try:
+            job = queue.enqueue_path(owner, str(mailbox))
+        except Exception as exc:  # the run goes on; the failure is reported
+            out.append({"owner": owner, "state": "not queued", "error": str(exc)[:200]})
+            time.sleep(1.0)
+            continue
+        while time.monotonic() < deadline:
+            job = queue.get(owner, job.id) or job
+            if not job.active:
+                break
+            time.sleep(0.5)
+        out.append({"owner": owner, "import_id": job.id, "seconds": round(time.monotonic() - started, 1),
+                    "state": job.status if not job.active else f"{job.status} at the deadline",
+                    "done": job.done, "total": job.total, "imported": job.imported, "duplicates": job.duplicates,
+                    "failed": job.failed,
+                    **({"error": job.error} if job.error else {})})
+
+
+def rss_summary(samples: list[float]) -> dict:
+    return {"start": round(samples[0], 1) if samples else None,
+            "peak": round(max(samples), 1) if samples else None,
+            "end": round(samples[-1], 1) if samples else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -201,18 +272,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=11)
     parser.add_argument("--json", type=Path, default=ROOT / "bench-results" / "load.json")
     args = parser.parse_args(argv)
-    if not 1 <= args.workers <= 32 or not 10 <= args.seconds <= 1800:
-        parser.error("workers 1-32, seconds 10-1800: the load is bounded.")
+    if not 1 <= args.workers <= 32 or not 0 <= args.imports <= 8 or not 10 <= args.seconds <= 1800:
+        parser.error("workers 1-32, imports 0-8, seconds 10-1800: the load is bounded.")
     if not Path(CHROMIUM).exists():
         raise SystemExit("Debian's chromium is needed: apt-get install chromium")
 
     from sqlalchemy import text
 
-    from db.engine import create_db_engine, embedded_postgres_url, migrate
+    from db.engine import create_db_engine, embedded_server, migrate
 
     with tempfile.TemporaryDirectory(prefix="mailsearch-load-", dir="/var/tmp") as tmp:
         os.chmod(tmp, 0o755)
-        url = os.environ.get("DATABASE_URL") or embedded_postgres_url(Path(tmp) / "pg", on_exit="delete")
+        server = None if os.environ.get("DATABASE_URL") else embedded_server(Path(tmp) / "pg", on_exit="delete")
+        url = server.url if server else os.environ["DATABASE_URL"]
         engine = create_db_engine(url)
         migrate(engine)
         env = {**os.environ, "DATABASE_URL": url, "DATA_DIR": str(Path(tmp) / "data"), "EMBEDDING_PROVIDER": "local",
@@ -225,18 +297,31 @@ def main(argv: list[str] | None = None) -> int:
         mailbox = args.mailbox
         if not mailbox.exists():
             mailbox = Path(env["DATA_DIR"]) / "demo.mbox"
-        app, app_url = start_app(env, Path(tmp) / "streamlit.log")
+        os.environ.update(env)  # this process queues the imports, with the app's settings
+        import services
+        from settings import Settings
+
+        queue = services.build_import_queue(Settings(), engine)
+        folder = Path(tmp)
+        workers = start_workers(args.imports, env, folder)
+        worker_memory = [Memory(w.pid) for w in workers]
+        for m in worker_memory:
+            m.start()
+        app, app_url = start_app(env, folder / "streamlit.log")
         memory = Memory(app.pid)
         memory.start()
+        imports: list[dict] = []
+        threads: list[threading.Thread] = []
+        clock: dict = {}
+        died: list[str] = []
         try:
-            imports: list[dict] = []
-            threads: list[threading.Thread] = []
-            clock: dict = {}
+            wait_for_workers(queue, workers, folder)
 
             def start_imports() -> None:
                 clock["started"] = time.monotonic()
-                deadline = clock["started"] + args.seconds
-                threads.extend(threading.Thread(target=importer, args=(env, mailbox, f"import-{n}", deadline, imports))
+                clock["deadline"] = clock["started"] + args.seconds
+                threads.extend(threading.Thread(target=import_stream, args=(queue, mailbox, f"import-{n}",
+                                                                             clock["deadline"], imports))
                                for n in range(args.imports))
                 for t in threads:
                     t.start()
@@ -245,37 +330,54 @@ def main(argv: list[str] | None = None) -> int:
             for t in threads:
                 t.join()
             elapsed = time.monotonic() - clock["started"]
+            with engine.connect() as conn:  # what the imports stored within the time
+                imported = dict(conn.execute(text("SELECT owner, count(*) FROM mail_messages WHERE owner <> :o "
+                                                  "GROUP BY owner"), {"o": OWNER}).all())
+            died = [f"import worker {n} stopped during the run (exit {w.returncode})"
+                    for n, w in enumerate(workers) if w.poll() is not None]
         finally:
+            stop_workers(workers)
+            for m in worker_memory:
+                m.stop.set()
             memory.stop.set()
             app.terminate()
             try:
                 app.wait(15)
             except subprocess.TimeoutExpired:
                 app.kill()
+        for row in imports:  # an import still under way ends here (a DATABASE_URL database is kept)
+            if row["state"].endswith("at the deadline"):
+                queue.cancel(row["owner"], row["import_id"])
+        queue.close()
         with engine.connect() as conn:
             events = dict(conn.execute(text("SELECT kind, count(*) FROM semcache_events GROUP BY kind")).all())
             twice = conn.execute(text("SELECT count(*) FROM (SELECT key FROM semcache_events WHERE kind = 'generated' "
                                       "GROUP BY key HAVING count(*) > 1) k")).scalar()
-            imported = dict(conn.execute(text("SELECT owner, count(*) FROM mail_messages WHERE owner <> :o "
-                                              "GROUP BY owner"), {"o": OWNER}).all())
             cache_errors = conn.execute(text("SELECT error FROM semcache_events WHERE kind = 'error' LIMIT 5")).scalars().all()
         engine.dispose()
+        if server is not None:  # stopped before its folder goes
+            server.close()
 
     from semcache.normalize import normalize
 
+    failed_imports = [f"{row['owner']}: {row['state']} ({row.get('error', '')})"[:200]
+                      for row in imports if row["state"] in ("failed", "not queued", "cancelled")]
+    problems = load["errors"] + failed_imports + died
+    messages = sum(imported.values())
     report = {
         "seconds": round(elapsed, 1), "workers": args.workers, "imports": args.imports,
-        "warm_up_ms": load["warm_up_ms"],
-        "requests": len(load["timings"]), "requests_per_second": round(len(load["timings"]) / elapsed, 2),
-        "latency": percentiles(load["timings"]) if load["timings"] else None,
-        "errors": len(load["errors"]) + events.get("error", 0), "error_samples": (load["errors"] + cache_errors)[:10],
+        "mailbox": str(mailbox), "warm_up_ms": load["warm_up_ms"],
+        "requests": len(load["picture_ms"]), "requests_per_second": round(len(load["picture_ms"]) / elapsed, 2),
+        "results_latency": percentiles(load["results_ms"]) if load["results_ms"] else None,
+        "picture_latency": percentiles(load["picture_ms"]) if load["picture_ms"] else None,
+        "errors": len(problems) + events.get("error", 0), "error_samples": (problems + cache_errors)[:10],
         "distinct_topics_asked": len({normalize(t) for t in load["asked"]}),
         "lookups": {k: v for k, v in events.items()},
         "generations": events.get("generated", 0), "keys_generated_twice": twice,
-        "import_rounds": imports, "messages_imported": sum(imported.values()),
-        "app_rss_mb": {"start": round(memory.samples[0], 1) if memory.samples else None,
-                       "peak": round(max(memory.samples), 1) if memory.samples else None,
-                       "end": round(memory.samples[-1], 1) if memory.samples else None},
+        "import_rounds": imports, "messages_imported": messages,
+        "messages_imported_per_second": round(messages / elapsed, 1),
+        "app_rss_mb": rss_summary(memory.samples),
+        "worker_rss_mb": [rss_summary(m.samples) for m in worker_memory],
     }
     write_report(report, args.json)
     return 0 if report["errors"] == 0 and twice == 0 else 1

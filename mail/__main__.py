@@ -3,6 +3,10 @@
     python -m mail import PATH_OR_IMAP_URL [--owner NAME] [--json] [--no-embed] [--password-stdin]
     python -m mail search "QUERY" [--owner NAME] [--limit N] [--json]
     python -m mail demo [OUT.mbox] [--count N] [--import] [--owner NAME]
+    python -m mail worker [--once] [--heartbeat SECONDS] [--stalled-after SECONDS] [--no-embed]
+
+`worker` runs the background imports the app queues (see `mail.jobs`), at low priority and with
+the embedding model on one thread, so the app's searches keep the CPU; run any number of them.
 
 Same settings and embedded defaults as the app (environment and `.env`).
 """
@@ -38,7 +42,71 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--count", type=int, default=300)
     demo.add_argument("--import", dest="do_import", action="store_true")
     demo.add_argument("--owner")
+    work = commands.add_parser("worker", help="run the imports queued by the app (Ctrl-C stops it)")
+    work.add_argument("--once", action="store_true", help="stop when the queue is empty")
+    work.add_argument("--heartbeat", type=float, default=10.0, metavar="SECONDS",
+                      help="how often the worker says it is alive (default 10)")
+    work.add_argument("--stalled-after", type=float, default=30.0, metavar="SECONDS",
+                      help="an import of a worker silent this long is taken over (default 30)")
+    work.add_argument("--no-embed", action="store_true", help="full-text only; no embeddings")
+    work.add_argument("--name", help="the worker's name in its log")
     return parser
+
+
+def _worker(args, settings) -> int:
+    """Run import jobs until SIGINT/SIGTERM; the database may come and go meanwhile."""
+    import asyncio
+    import logging
+    import os
+    import time
+
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+    try:
+        os.nice(10)
+    except OSError:
+        pass
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("procrastinate", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.heartbeat <= 0 or args.stalled_after <= args.heartbeat:
+        print("error: --stalled-after must be longer than --heartbeat, and both positive.", file=sys.stderr)
+        return 2
+    import services
+    from mail.jobs import psycopg_conninfo
+    from mail.jobs_worker import serve, worker_app
+
+    if "local_embedding_threads" in type(settings).model_fields:
+        settings = settings.model_copy(update={"local_embedding_threads": 1})
+    embedder = None
+    if not args.no_embed:
+        try:
+            import torch
+
+            torch.set_num_threads(1)
+        except ImportError:
+            pass
+        embedder = services.build_embedder(settings)
+        embedder.embed(["warm up"])
+    wait = 1.0
+    while True:  # the database may still be starting
+        try:
+            engine = services.build_engine(settings)
+            break
+        except Exception as error:
+            print(f"The database is not answering ({str(error).strip().splitlines()[0][:200]}); "
+                  f"trying again in {wait:.0f} s.", file=sys.stderr)
+            time.sleep(wait)
+            wait = min(wait * 2, 30.0)
+    runner = services.build_import_runner(settings, engine, embedder)
+    app = worker_app(psycopg_conninfo(services.database_url(settings)))
+    logging.getLogger("mail.worker").info("Worker started (pid %s); waiting for imports.", os.getpid())
+    try:
+        asyncio.run(serve(app, runner, heartbeat_seconds=args.heartbeat, stalled_after=args.stalled_after,
+                          once=args.once, name=args.name))
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def _progress_bar():
@@ -62,6 +130,8 @@ def main(argv: list[str] | None = None) -> int:
 
     settings = get_settings()
     owner = getattr(args, "owner", None) or settings.default_owner
+    if args.command == "worker":
+        return _worker(args, settings)
     try:
         if args.command == "search":
             from mail.search import search

@@ -24,12 +24,12 @@ from typing import Literal
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from mail.sources import ImapSource, Limits, Source, open_source, open_upload
-from mail.store import ProgressCallback, imap_account, imap_state, import_demo, import_messages
+from mail.sources import ImapSource, Limits, Source, _is_loopback, open_source, open_upload
+from mail.store import BatchCallback, ProgressCallback, imap_account, imap_state, import_demo, import_messages
 from mail.types import ImportRefused, ImportSummary, MailError
 
 __all__ = [
-    "ImportStopped", "Security", "import_imap", "import_path", "import_uploads",
+    "ImportStopped", "Security", "check_imap", "import_imap", "import_path", "import_uploads",
     "load_demo", "parse_folders", "reporting_outages",
 ]
 
@@ -90,24 +90,27 @@ class _Chain:
 
 def import_uploads(engine: Engine, owner: str, files: Sequence[tuple[str, bytes]], *, embedder=None,
                    progress: ProgressCallback | None = None, max_message_mb: float | None = None,
-                   max_upload_mb: float | None = None) -> ImportSummary:
+                   max_upload_mb: float | None = None, skip: int = 0,
+                   on_batch: BatchCallback | None = None) -> ImportSummary:
     """Import browser uploads, given as (file name, bytes): mbox files, .eml files, .zip files.
     Every file is checked before anything is imported, so one refused file (not mail, over the
-    size limit, an unsafe zip) imports nothing."""
+    size limit, an unsafe zip) imports nothing. ``skip`` and ``on_batch``: see `import_messages`."""
     if not files:
         raise ImportRefused("Choose at least one file to import.")
     limits = _byte_limits(max_message_mb, max_upload_mb)
     with ExitStack() as stack:
         sources = [stack.enter_context(open_upload(name, data, **limits)) for name, data in files]
         with reporting_outages():
-            return import_messages(engine, owner, _Chain(sources), embedder=embedder, progress=progress)
+            return import_messages(engine, owner, _Chain(sources), embedder=embedder, progress=progress,
+                                   skip=skip, on_batch=on_batch)
 
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def import_path(engine: Engine, owner: str, path: str | os.PathLike[str], *, embedder=None,
-                progress: ProgressCallback | None = None, max_message_mb: float | None = None) -> ImportSummary:
+                progress: ProgressCallback | None = None, max_message_mb: float | None = None,
+                skip: int = 0, on_batch: BatchCallback | None = None) -> ImportSummary:
     """Import an mbox file, a Maildir, a folder of .eml files (or one) or a .zip of them, at a
     path on the machine the app runs on (``~`` is expanded)."""
     text = os.fspath(path).strip()
@@ -118,7 +121,8 @@ def import_path(engine: Engine, owner: str, path: str | os.PathLike[str], *, emb
                             "import an IMAP account with its host, user name and password.")
     target = Path(text).expanduser()
     with open_source(target, **_byte_limits(max_message_mb, None)) as source, reporting_outages():
-        return import_messages(engine, owner, source, embedder=embedder, progress=progress)
+        return import_messages(engine, owner, source, embedder=embedder, progress=progress,
+                               skip=skip, on_batch=on_batch)
 
 
 def parse_folders(text: str | Sequence[str] | None) -> list[str]:
@@ -128,14 +132,10 @@ def parse_folders(text: str | Sequence[str] | None) -> list[str]:
     return folders or ["INBOX"]
 
 
-def import_imap(engine: Engine, owner: str, *, host: str, user: str, password: str,
-                port: int | None = None, security: Security = "ssl",
-                folders: str | Sequence[str] | None = "INBOX", embedder=None,
-                progress: ProgressCallback | None = None, max_message_mb: float | None = None,
-                ssl_context=None, timeout: float = 30.0) -> ImportSummary:
-    """Import IMAP folders (read-only; nothing is marked read), continuing from where the
-    previous import of the same account stopped. "plain" is refused for hosts other than
-    localhost. The password is used for the login only and appears in no error."""
+def check_imap(*, host: str, user: str, password: str, port: int | None = None,
+               security: Security = "ssl") -> tuple[str, str, int]:
+    """What can be refused about an IMAP account without connecting: (host, user, port) with
+    the usual port filled in, or `ImportRefused` with what to fix."""
     host, user = (host or "").strip(), (user or "").strip()
     if not host:
         raise ImportRefused("Give the IMAP server's host name, e.g. imap.example.com.")
@@ -146,6 +146,22 @@ def import_imap(engine: Engine, owner: str, *, host: str, user: str, password: s
     port = int(port) if port else _DEFAULT_PORTS[security]
     if not 0 < port < 65536:
         raise ImportRefused(f"{port} is not a port number; IMAP servers use 993 (SSL/TLS) or 143.")
+    if security == "plain" and not _is_loopback(host):
+        raise ImportRefused(
+            f"Refusing to send the password for {user} unencrypted to {host}; choose SSL/TLS or "
+            "STARTTLS (plain is for an IMAP server on this machine only).")
+    return host, user, port
+
+
+def import_imap(engine: Engine, owner: str, *, host: str, user: str, password: str,
+                port: int | None = None, security: Security = "ssl",
+                folders: str | Sequence[str] | None = "INBOX", embedder=None,
+                progress: ProgressCallback | None = None, max_message_mb: float | None = None,
+                ssl_context=None, timeout: float = 30.0, on_batch: BatchCallback | None = None) -> ImportSummary:
+    """Import IMAP folders (read-only; nothing is marked read), continuing from where the
+    previous import of the same account stopped. "plain" is refused for hosts other than
+    localhost. The password is used for the login only and appears in no error."""
+    host, user, port = check_imap(host=host, user=user, password=password, port=port, security=security)
     scheme = "imaps" if security == "ssl" else "imap"
     account = imap_account(f"{scheme}://{host}:{port}/", user)
     with reporting_outages():
@@ -154,16 +170,19 @@ def import_imap(engine: Engine, owner: str, *, host: str, user: str, password: s
     with ImapSource(host, port, user=user, password=password, security=security,
                     folders=parse_folders(folders), state=state, ssl_context=ssl_context,
                     timeout=timeout, limits=limits) as source, reporting_outages():
-        return import_messages(engine, owner, source, embedder=embedder, progress=progress, account=account)
+        return import_messages(engine, owner, source, embedder=embedder, progress=progress, account=account,
+                               on_batch=on_batch)
 
 
 def load_demo(engine: Engine, owner: str, data_dir: str | os.PathLike[str], *, embedder=None,
-              progress: ProgressCallback | None = None) -> ImportSummary:
+              progress: ProgressCallback | None = None, skip: int = 0,
+              on_batch: BatchCallback | None = None) -> ImportSummary:
     """Write the made-up demo mailbox into ``data_dir`` (once) and import it (`store.import_demo`).
     Loading it again adds nothing: the messages are the same."""
     try:
         with reporting_outages():
-            return import_demo(engine, owner, embedder, Path(data_dir), progress=progress)
+            return import_demo(engine, owner, embedder, Path(data_dir), progress=progress, skip=skip,
+                               on_batch=on_batch)
     except OSError as error:
         raise ImportRefused(f"The demo mailbox cannot be written to {data_dir} "
                             f"({error.strerror or error}); check DATA_DIR.") from None

@@ -99,15 +99,17 @@ def _snippet(raw: str | None) -> str:
     return _escaped(raw).replace(_MARK_START, "<mark>").replace(_MARK_END, "</mark>")
 
 
-def search(engine: Engine, owner: str, query_text: str, *, embedder=None, limit: int = 20, offset: int = 0,
+def search(engine: Engine, owner: str, query: str | Query, *, embedder=None, limit: int = 20, offset: int = 0,
            query_vector: np.ndarray | None = None) -> SearchResults:
-    """Rank ``owner``'s messages for ``query_text`` (mail query syntax, see `mail.query`).
+    """Rank ``owner``'s messages for ``query``: mail query syntax (see `mail.query`), or a
+    `Query` already parsed.
 
-    With an ``embedder`` (or a ready ``query_vector`` for the topic) the topic is also searched
-    by meaning. Only ``owner``'s messages are ever read.
+    With an ``embedder`` the topic is also searched by meaning; ``query_vector``, the topic's
+    vector from that embedder, saves embedding it again. Only ``owner``'s messages are ever read.
     """
     started = time.perf_counter()
-    query = parse_query(query_text)
+    if not isinstance(query, Query):
+        query = parse_query(query)
     timings: dict[str, float] = {}
     params: dict = {"owner": owner, "k": CANDIDATES, "limit": limit, "offset": offset,
                     "rrf": RRF_K, "max_distance": MAX_SEMANTIC_DISTANCE}

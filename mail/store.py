@@ -8,8 +8,10 @@ reason and the import carries on.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
+import queue
 import re
 import threading
 import time
@@ -26,6 +28,21 @@ from semcache.cache import vector_literal
 from mail.types import ImportProgress, ImportSummary, ParsedMessage, ParseError, RawMessage
 
 ProgressCallback = Callable[[ImportProgress], None]
+
+
+@dataclass(frozen=True)
+class BatchReport:
+    """Where an import stands after one batch: its progress and the counts so far."""
+
+    progress: ImportProgress
+    imported: int
+    duplicates: int
+    failed: int
+    new_failures: list[tuple[str, str]]
+    """(source_id, reason) of the messages of this batch that failed."""
+
+
+BatchCallback = Callable[[Connection, BatchReport], bool]
 
 BATCH_SIZE = 200
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9._:/@+-]{1,200}$")
@@ -137,6 +154,121 @@ def _batches(items: Iterable, size: int) -> Iterator[list]:
         yield batch
 
 
+@dataclass
+class _Batch:
+    """One batch on its way through the import: parsed, then checked and embedded, then stored."""
+
+    size: int
+    parsed: list[tuple[ParsedMessage, RawMessage]]
+    failures: list[tuple[str, str]]
+    imap_marks: dict[str, tuple[int, int]]
+    fresh: list[tuple[ParsedMessage, RawMessage]] | None = None
+    repeated: int = 0
+    vectors: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: BaseException
+
+
+_END = object()
+AHEAD = 2
+"""Batches parsed (or being parsed and embedded) ahead of the one being stored."""
+
+
+def _parse_batch(batch: list) -> _Batch:
+    parsed: list[tuple[ParsedMessage, RawMessage]] = []
+    failures: list[tuple[str, str]] = []
+    imap_marks: dict[str, tuple[int, int]] = {}
+    for item in batch:
+        if not isinstance(item, RawMessage):
+            failures.append((item.source_id, item.reason))
+            continue
+        if item.uid is not None and item.folder is not None and item.uidvalidity is not None:
+            previous = imap_marks.get(item.folder, (item.uidvalidity, 0))
+            imap_marks[item.folder] = (item.uidvalidity, max(previous[1], item.uid))
+        try:
+            parsed.append((parse_message(item.raw), item))
+        except ParseError as exc:
+            failures.append((item.source_id, str(exc)))
+        except Exception as exc:  # a parser bug must not stop the import; it is reported
+            failures.append((item.source_id, f"unexpected {type(exc).__name__}: {exc}"))
+    return _Batch(size=len(batch), parsed=parsed, failures=failures, imap_marks=imap_marks)
+
+
+class _Pipeline:
+    """Reading and parsing (one thread), the check for new messages and their embedding (a
+    second thread) and storing (the caller's thread) overlap, batch by batch and in order.
+
+    Only the reading thread touches the source. At most `AHEAD` batches are in the first two
+    stages at a time. A stage's exception travels down the line in its batch's place and is
+    raised in the caller's thread after the batches before it are stored; `close` stops both
+    threads and waits for them.
+    """
+
+    def __init__(self, items: Iterable, batch_size: int, engine: Engine, owner: str, embedder) -> None:
+        self._items, self._batch_size = items, batch_size
+        self._engine, self._owner, self._embedder = engine, owner, embedder
+        self._slots = threading.Semaphore(AHEAD)
+        self._stop = threading.Event()
+        self._parsed: queue.SimpleQueue = queue.SimpleQueue()
+        self._ready: queue.SimpleQueue = queue.SimpleQueue()
+        self._threads = [threading.Thread(target=self._read, name="mail-import-parse", daemon=True),
+                         threading.Thread(target=self._prepare, name="mail-import-embed", daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    def __iter__(self) -> Iterator[_Batch]:
+        while True:
+            item = self._ready.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            self._slots.release()  # the batch being stored no longer counts as ahead
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _wait_for_slot(self) -> bool:
+        while not self._stop.is_set():
+            if self._slots.acquire(timeout=0.1):
+                return True
+        return False
+
+    def _read(self) -> None:
+        try:
+            batches = _batches(self._items, self._batch_size)
+            while self._wait_for_slot():
+                batch = next(batches, None)
+                if batch is None:
+                    break
+                self._parsed.put(_parse_batch(batch))
+            self._parsed.put(_END)
+        except BaseException as exc:  # raised in the caller's thread, after the batches before it
+            self._parsed.put(_Failed(exc))
+
+    def _prepare(self) -> None:
+        try:
+            while not self._stop.is_set():
+                item = self._parsed.get()
+                if item is _END or isinstance(item, _Failed):
+                    self._ready.put(item)
+                    return
+                with self._engine.connect() as conn:
+                    item.fresh, item.repeated = _new_only(conn, self._owner, item.parsed)
+                if self._embedder is not None and item.fresh and not self._stop.is_set():
+                    item.vectors = np.asarray(self._embedder.embed(
+                        [m.excerpt or m.subject or " " for m, _ in item.fresh]), dtype=np.float32)
+                self._ready.put(item)
+        except BaseException as exc:
+            self._ready.put(_Failed(exc))
+
+
 def import_messages(
     engine: Engine,
     owner: str,
@@ -147,73 +279,86 @@ def import_messages(
     progress: ProgressCallback | None = None,
     account: str | None = None,
     batch_size: int = BATCH_SIZE,
+    skip: int = 0,
+    on_batch: BatchCallback | None = None,
 ) -> ImportSummary:
     """Parse, embed (when ``embedder`` is given) and store every message ``source`` yields for
     ``owner``. ``source`` yields `RawMessage`s, or objects with ``source_id`` and ``reason``
     for messages the source itself had to skip (too large, unreadable file). IMAP messages
     (with ``uid``) advance the stored state of ``account`` after each batch is committed.
+
+    The three stages overlap: while one batch is stored, the next is embedded (with no database
+    connection held) and the one after it is read and parsed, on two threads of their own that
+    end before this returns or raises. Each batch is stored in one transaction, in order.
+
+    ``skip``: the first items of ``source`` were handled by an earlier, interrupted run; they
+    are passed over unread and count as done. ``on_batch`` runs inside each batch's transaction
+    (so what it records commits with the messages, or not at all); when it returns False the
+    import stops after that batch and the summary says ``cancelled``.
     """
     if not owner or not owner.strip():
         raise ValueError("An import needs an owner.")
     space = mail_space(engine, embedder) if embedder is not None else None
     started = time.perf_counter()
     total = total if total is not None else getattr(source, "total", None)
-    imported = duplicates = done = 0
+    imported = duplicates = 0
+    done = skip = max(0, skip)
     failures: list[tuple[str, str]] = []
+    cancelled = False
+    items = itertools.islice(source, done, None) if done else source
 
-    for batch in _batches(source, batch_size):
-        parsed: list[tuple[ParsedMessage, RawMessage]] = []
-        imap_marks: dict[str, tuple[int, int]] = {}
-        for item in batch:
-            if not isinstance(item, RawMessage):
-                failures.append((item.source_id, item.reason))
-                continue
-            if item.uid is not None and item.folder is not None and item.uidvalidity is not None:
-                previous = imap_marks.get(item.folder, (item.uidvalidity, 0))
-                imap_marks[item.folder] = (item.uidvalidity, max(previous[1], item.uid))
-            try:
-                parsed.append((parse_message(item.raw), item))
-            except ParseError as exc:
-                failures.append((item.source_id, str(exc)))
-            except Exception as exc:  # a parser bug must not stop the import; it is reported
-                failures.append((item.source_id, f"unexpected {type(exc).__name__}: {exc}"))
+    pipeline = _Pipeline(items, batch_size, engine, owner, embedder if space is not None else None)
+    try:
+        for batch in pipeline:
+            batch_failures = len(failures)
+            failures.extend(batch.failures)
+            fresh = batch.fresh
+            duplicates += batch.repeated
+            with engine.begin() as conn:
+                rows = [_row(n, m, raw) for n, (m, raw) in enumerate(fresh)]
+                inserted = conn.execute(_INSERT, {"owner": owner, "rows": json.dumps(rows)}).all() if rows else []
+                duplicates += len(fresh) - len(inserted)
+                imported += len(inserted)
+                if batch.vectors is not None and inserted:
+                    _insert_vectors(conn, owner, space, fresh, batch.vectors, inserted)
+                if account and batch.imap_marks:
+                    _save_imap_state(conn, owner, account, batch.imap_marks)
 
-        with engine.begin() as conn:
-            fresh, repeated = _new_only(conn, owner, parsed)
-            duplicates += repeated
-            vectors = None
-            if space is not None and fresh:
-                vectors = np.asarray(embedder.embed([m.excerpt or m.subject or " " for m, _ in fresh]),
-                                     dtype=np.float32)
-            rows = [_row(n, m, raw) for n, (m, raw) in enumerate(fresh)]
-            inserted = conn.execute(_INSERT, {"owner": owner, "rows": json.dumps(rows)}).all() if rows else []
-            duplicates += len(fresh) - len(inserted)
-            imported += len(inserted)
-            if vectors is not None and inserted:
-                position = {(m.message_id, m.content_hash if m.message_id is None else None): i
-                            for i, (m, _) in enumerate(fresh)}
-                conn.execute(text("""
-                    INSERT INTO mail_embeddings (message_pk, owner, model, dimensions, embedding)
-                    SELECT pk, :owner, :model, :dims, CAST(vec AS vector)
-                    FROM unnest(CAST(:pks AS bigint[]), CAST(:vecs AS text[])) AS t(pk, vec)
-                    ON CONFLICT DO NOTHING"""), {
-                    "owner": owner, "model": space.model, "dims": space.dimensions,
-                    "pks": [row.id for row in inserted],
-                    "vecs": [vector_literal(vectors[position[(row.message_id,
-                                                               row.content_hash if row.message_id is None
-                                                               else None)]]) for row in inserted]})
-            if account and imap_marks:
-                _save_imap_state(conn, owner, account, imap_marks)
-
-        done += len(batch)
-        if progress is not None:
-            elapsed = time.perf_counter() - started
-            rate = done / elapsed if elapsed > 0 else 0.0
-            eta = (total - done) / rate if total and rate > 0 and total >= done else None
-            progress(ImportProgress(done=done, total=total, rate=rate, eta_seconds=eta))
+                done += batch.size
+                elapsed = time.perf_counter() - started
+                rate = (done - skip) / elapsed if elapsed > 0 else 0.0
+                eta = (total - done) / rate if total and rate > 0 and total >= done else None
+                report = ImportProgress(done=done, total=total, rate=rate, eta_seconds=eta)
+                if on_batch is not None:
+                    cancelled = not on_batch(conn, BatchReport(
+                        progress=report, imported=imported, duplicates=duplicates, failed=len(failures),
+                        new_failures=failures[batch_failures:]))
+            if progress is not None:
+                progress(report)
+            if cancelled:
+                break
+    finally:
+        pipeline.close()
 
     return ImportSummary(imported=imported, duplicates=duplicates, failed=len(failures), failures=failures,
-                         seconds=time.perf_counter() - started, embedded=space is not None)
+                         seconds=time.perf_counter() - started, embedded=space is not None, cancelled=cancelled)
+
+
+def _insert_vectors(conn: Connection, owner: str, space: MailSpace,
+                    fresh: Sequence[tuple[ParsedMessage, RawMessage]], vectors: np.ndarray, inserted) -> None:
+    """The vectors of the messages this batch actually inserted (not those another import got in first)."""
+    position = {(m.message_id, m.content_hash if m.message_id is None else None): i
+                for i, (m, _) in enumerate(fresh)}
+    conn.execute(text("""
+        INSERT INTO mail_embeddings (message_pk, owner, model, dimensions, embedding)
+        SELECT pk, :owner, :model, :dims, CAST(vec AS vector)
+        FROM unnest(CAST(:pks AS bigint[]), CAST(:vecs AS text[])) AS t(pk, vec)
+        ON CONFLICT DO NOTHING"""), {
+        "owner": owner, "model": space.model, "dims": space.dimensions,
+        "pks": [row.id for row in inserted],
+        "vecs": [vector_literal(vectors[position[(row.message_id,
+                                                   row.content_hash if row.message_id is None else None)]])
+                 for row in inserted]})
 
 
 def _new_only(conn: Connection, owner: str, parsed: Sequence[tuple[ParsedMessage, RawMessage]]):
@@ -297,7 +442,8 @@ DEMO_MESSAGES = 300
 
 
 def import_demo(engine: Engine, owner: str, embedder, data_dir: Path, *, count: int = DEMO_MESSAGES,
-                progress: ProgressCallback | None = None) -> ImportSummary:
+                progress: ProgressCallback | None = None, skip: int = 0,
+                on_batch: BatchCallback | None = None) -> ImportSummary:
     """Write the demo mailbox into ``data_dir`` (once) and import it for ``owner``."""
     from mail.demo import write_demo_mbox
     from mail.sources import open_source
@@ -305,6 +451,9 @@ def import_demo(engine: Engine, owner: str, embedder, data_dir: Path, *, count: 
     path = Path(data_dir) / "demo.mbox"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_demo_mbox(path, count=count)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+        write_demo_mbox(partial, count=count)
+        os.replace(partial, path)  # a reader at the same time sees no half-written mailbox
     with open_source(path) as source:
-        return import_messages(engine, owner, source, embedder=embedder, progress=progress)
+        return import_messages(engine, owner, source, embedder=embedder, progress=progress, skip=skip,
+                               on_batch=on_batch)

@@ -93,6 +93,8 @@ class ImportSummary:
     """(source_id, reason) of each message that failed, in order."""
     seconds: float
     embedded: bool = True
+    cancelled: bool = False
+    """The import was asked to stop and did so between two batches; what came before is kept."""
 
 
 @dataclass(frozen=True)

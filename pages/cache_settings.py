@@ -27,7 +27,7 @@ def service_call() -> Iterator[None]:
     try:
         yield
     except report.SERVICE_ERRORS as exc:
-        st.error(report.explain(exc), icon=":material/cloud_off:")
+        app_state.service_down(exc)
 
 
 @st.cache_data(max_entries=2000, show_spinner=False)
@@ -146,7 +146,7 @@ try:
     cache = app_state.cache()
     setting = report.threshold_setting(cache.engine, cache.default_threshold)
 except report.SERVICE_ERRORS as exc:
-    st.error(report.explain(exc), icon=":material/cloud_off:")
+    app_state.service_down(exc)
     st.stop()
 
 price = float(cache.generator.price_usd)

@@ -1,66 +1,40 @@
 """Import: bring mail in from an upload, a path on the server or an IMAP account (or load the demo
-mailbox), watch it go, and see what was imported, already there, or could not be read and why."""
+mailbox). Each becomes a background import, run by a worker process; the page lists the user's
+imports with their live progress, what came of each (imported, already there, failed and why),
+and a Cancel button. It is all read from the database: a reload, a second tab or another
+browser shows the same."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from pathlib import PurePath
 
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 import app_state
 import auth
-from mail import importing
-from mail.types import ImportProgress, ImportSummary, MailError
+import import_views
+from mail.jobs import ImportJob
+from mail.types import ImportSummary, MailError
 
-OUTCOME = "import_outcome"
 SECURITY = {"ssl": "SSL/TLS", "starttls": "STARTTLS", "plain": "Plain (localhost only)"}
+STATUS = {"queued": "⏳ Queued", "running": "📥 Importing", "done": "✅ Done", "failed": "🚫 Failed",
+          "cancelled": "✋ Cancelled"}
+_md = app_state.md
 
 settings = app_state.settings()
 user = auth.require_user()
 owner = user.name
 
 
-def _duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{max(seconds, 1):.0f} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _progress_view() -> Callable[[ImportProgress], None]:
-    """A progress bar and a caption under it; the returned callback updates both."""
-    bar = st.progress(0.0, text="Opening the mailbox…")
-    note = st.empty()
-
-    def show(p: ImportProgress) -> None:
-        if p.total:
-            bar.progress(min(p.done / p.total, 1.0), text=f"{p.done:,} of {p.total:,} messages")
-        else:
-            bar.progress(1.0, text=f"{p.done:,} messages")
-        eta = f" · about {_duration(p.eta_seconds)} left" if p.eta_seconds else ""
-        note.caption(f"{p.rate:,.0f} messages a second{eta}")
-
-    return show
-
-
-def _run(source: str, start: Callable[..., ImportSummary]) -> None:
-    """Run ``start(engine, embedder, progress)`` inside a status box; keep what came of it."""
-    with st.status(f"Importing {source}…", expanded=True) as status:
-        progress = _progress_view()
-        try:
-            with importing.reporting_outages():
-                engine, embedder = app_state.engine(), app_state.embedder()
-            summary = start(engine, embedder, progress)
-        except MailError as error:
-            status.update(label=f"{source} was not imported", state="error", expanded=False)
-            st.session_state[OUTCOME] = {"source": source, "error": str(error)}
-            return
-        status.update(label=f"Imported {source}: {summary.imported:,} new messages",
-                      state="complete", expanded=False)
-    st.session_state[OUTCOME] = {"source": source, "summary": summary}
+def _queue(action):
+    """Run ``action(queue)``; a refusal or an outage is shown as its sentence. True when queued."""
+    try:
+        with import_views.outages():
+            action(import_views.queue())
+    except MailError as error:
+        st.error(str(error), icon="🚫")
+        return False
+    st.toast("Queued. It runs in the background: you may leave this page.", icon="📥")
+    return True
 
 
 def _search_link() -> None:
@@ -71,7 +45,7 @@ def _search_link() -> None:
 
 
 def _show_summary(source: str, summary: ImportSummary) -> None:
-    st.subheader(f"From {source}")
+    st.subheader(f"From {_md(source)}")
     imported, duplicates, failed = st.columns(3)
     imported.metric("Imported", f"{summary.imported:,}", border=True)
     duplicates.metric("Already here", f"{summary.duplicates:,}", border=True,
@@ -79,13 +53,18 @@ def _show_summary(source: str, summary: ImportSummary) -> None:
     failed.metric("Failed", f"{summary.failed:,}", border=True,
                   help="Messages that could not be read or were too large; the reasons are listed below.")
     read = summary.imported + summary.duplicates + summary.failed
-    st.caption(f"{read:,} messages read in {_duration(summary.seconds)}"
+    st.caption(f"{read:,} messages read in {import_views.duration(summary.seconds)}"
                + ("" if summary.embedded else " · not embedded: found by words only, not by meaning"))
     if summary.failures:
         with st.expander(f"Why {summary.failed:,} {'message' if summary.failed == 1 else 'messages'} failed"):
             st.dataframe([{"Message": where, "Reason": reason} for where, reason in summary.failures],
                          hide_index=True, width="stretch")
-    if read == 0:
+            if len(summary.failures) < summary.failed:
+                st.caption(f"The first {len(summary.failures):,} reasons are listed.")
+    if summary.cancelled:
+        st.info("Cancelled: the messages imported before it stopped are kept; importing the same mail "
+                "again adds only the rest.")
+    elif read == 0:
         st.info("There were no messages to import (an IMAP account imports only mail that arrived "
                 "since its last import).")
     elif summary.imported == 0 and summary.duplicates:
@@ -94,15 +73,84 @@ def _show_summary(source: str, summary: ImportSummary) -> None:
         _search_link()
 
 
+def _show_active(job: ImportJob, ahead: ImportJob | None, workers: int) -> None:
+    with st.container(border=True):
+        title, cancel = st.columns([5, 1], vertical_alignment="center")
+        title.markdown(f"**{STATUS[job.status]} {_md(job.label)}**")
+        if not job.cancel_requested:
+            cancel.button("Cancel", key=f"cancel_{job.id}", icon="✋", width="stretch",
+                          on_click=_cancel, args=(job.id,))
+        if job.status == "queued":
+            st.caption(import_views.waiting_note(job, ahead, workers))
+        else:
+            import_views.progress(job)
+
+
+def _cancel(import_id: int) -> None:
+    try:
+        with import_views.outages():
+            cancelled = import_views.queue().cancel(owner, import_id)
+        if not cancelled:
+            st.toast("That import has already ended.", icon="ℹ️")
+    except MailError as error:
+        st.toast(str(error), icon="🚫")
+
+
+def _show_finished(job: ImportJob) -> None:
+    if job.status == "failed":
+        st.subheader(f"{_md(job.label)} was not imported")
+        st.error(job.error or "The import failed.", icon="🚫")
+        if job.imported or job.duplicates or job.failed:
+            st.caption(f"Before it stopped: {job.imported:,} imported, {job.duplicates:,} already here, "
+                       f"{job.failed:,} failed; importing again adds only the rest.")
+    else:
+        _show_summary(job.label, job.summary)
+
+
+def _earlier(jobs: list[ImportJob]) -> None:
+    with st.expander(f"Earlier imports ({len(jobs)})"):
+        st.dataframe([{"Import": job.label, "Status": STATUS[job.status].split(" ", 1)[1],
+                       "Imported": job.imported, "Already here": job.duplicates, "Failed": job.failed,
+                       "When": job.created_at, "Why it failed": job.error or ""} for job in jobs],
+                     hide_index=True, width="stretch")
+
+
+def _imports() -> None:
+    """The user's imports: the unfinished ones live, the latest finished one in full."""
+    try:
+        with import_views.outages():
+            queue = import_views.queue()
+            jobs = queue.imports(owner)
+            active = [job for job in jobs if job.active]
+            workers = queue.workers_alive() if any(job.status == "queued" for job in active) else 1
+    except MailError as error:
+        st.error(str(error), icon="🚫")
+        return
+    if st.session_state.get("_imports_were_active") and not active:
+        st.session_state["_imports_were_active"] = False
+        st.rerun(scope="app")  # the last one ended: show its summary, and stop polling
+    st.session_state["_imports_were_active"] = bool(active)
+    running = {job.id for job in active if job.status == "running"}
+    for job in sorted(active, key=lambda job: job.id):
+        earlier = [other for other in active if other.id < job.id]
+        ahead = next((other for other in earlier if other.id in running), earlier[-1] if earlier else None)
+        _show_active(job, ahead, workers)
+    finished = [job for job in jobs if not job.active]
+    if finished:
+        _show_finished(finished[0])
+    if finished[1:]:
+        _earlier(finished[1:])
+
+
 st.title("Import mail")
 st.caption(f"Messages are filed for **{owner}**. Importing the same mail again adds nothing: "
-           "each message is recognised by its Message-ID.")
+           "each message is recognised by its Message-ID. Imports run in the background: you may "
+           "leave this page or close the browser, and come back to see how far they got.")
 
 # Reading any file the server can reach is for admins (and the one local user) only.
 names = ["⬆️ Upload files"] + (["🗂️ Path on the server"] if user.is_admin else []) + ["📬 IMAP account"]
 tabs = dict(zip(names, st.tabs(names)))
 upload_tab, imap_tab = tabs["⬆️ Upload files"], tabs["📬 IMAP account"]
-outcome_area = st.container()
 
 with upload_tab:
     files = st.file_uploader(
@@ -111,22 +159,19 @@ with upload_tab:
     st.caption(f"mbox, .eml (several at once) or .zip, up to {settings.max_upload_mb} MB each. "
                f"Messages over {settings.max_message_mb} MB are skipped and listed.")
     if st.button("Import the files", type="primary", icon="📥", disabled=not files, key="upload_go"):
-        label = files[0].name if len(files) == 1 else f"{len(files)} files"
         uploads = [(file.name, file.getvalue()) for file in files]
-        _run(label, lambda engine, embedder, progress: importing.import_uploads(
-            engine, owner, uploads, embedder=embedder, progress=progress,
-            max_message_mb=settings.max_message_mb, max_upload_mb=settings.max_upload_mb))
+        _queue(lambda queue: queue.enqueue_uploads(owner, uploads))
+        del uploads
 
 if user.is_admin:
     with tabs["🗂️ Path on the server"]:
         with st.form("path_form", border=False):
             path = st.text_input("Path on the server", key="import_path", placeholder="/srv/mail/archive.mbox")
-            st.caption("An mbox file, a Maildir, a folder of .eml files or a .zip of them, as the machine "
-                       "running this app sees it.")
+            st.caption("An mbox file, a Maildir, a folder of .eml files or a .zip of them, as the machines "
+                       "running the import workers see it.")
             path_go = st.form_submit_button("Import from the path", type="primary", icon="📥")
         if path_go:
-            _run(PurePath(path.strip()).name or "the path", lambda engine, embedder, progress: importing.import_path(
-                engine, owner, path, embedder=embedder, progress=progress, max_message_mb=settings.max_message_mb))
+            _queue(lambda queue: queue.enqueue_path(owner, path))
 
 with imap_tab:
     host_col, port_col, security_col = st.columns([4, 2, 4])
@@ -137,19 +182,18 @@ with imap_tab:
                                   key="imap_security",
                                   help="Plain sends the password unencrypted and is only allowed to this machine.")
     user_col, folders_col = st.columns(2)
-    user = user_col.text_input("User name", key="imap_user", autocomplete="username")
+    imap_user = user_col.text_input("User name", key="imap_user", autocomplete="username")
     folders = folders_col.text_input("Folders", value="INBOX", key="imap_folders", help="Comma-separated, e.g. INBOX, Archive")
-    # Cleared on submit: the password lives only for the run that uses it.
+    # Cleared on submit: the password lives only for the run that queues the import.
     with st.form("imap_form", clear_on_submit=True, border=False):
         password = st.text_input("Password", type="password", key="imap_password", autocomplete="current-password")
         imap_go = st.form_submit_button("Import from IMAP", type="primary", icon="📥")
     st.caption("Folders are opened read-only: nothing is marked as read. A later import fetches only "
-               "new mail. The password is used to log in and is not stored.")
+               "new mail. The password is kept encrypted until the import ends, then deleted; it is "
+               "never stored in plain text.")
     if imap_go:
-        _run(f"{user.strip()}@{host.strip()}" if user.strip() else host.strip() or "IMAP",
-             lambda engine, embedder, progress: importing.import_imap(
-                 engine, owner, host=host, port=port, security=security, user=user, password=password,
-                 folders=folders, embedder=embedder, progress=progress, max_message_mb=settings.max_message_mb))
+        _queue(lambda queue: queue.enqueue_imap(owner, host=host, port=port, security=security, user=imap_user,
+                                                password=password, folders=folders))
         del password
         st.session_state.pop("imap_password", None)
 
@@ -158,13 +202,18 @@ demo_text, demo_button = st.columns([3, 1], vertical_alignment="center")
 demo_text.markdown("**No mailbox at hand?** Load the demo mailbox: 300 made-up messages about pets, "
                    "trips, invoices and family news, to try searching.")
 if demo_button.button("Load the demo mailbox", icon="🧪", key="demo_go", width="stretch"):
-    _run("the demo mailbox", lambda engine, embedder, progress: importing.load_demo(
-        engine, owner, settings.data_dir, embedder=embedder, progress=progress))
+    _queue(lambda queue: queue.enqueue_demo(owner))
 
-outcome = st.session_state.get(OUTCOME)
-if outcome:
-    with outcome_area:
-        if "error" in outcome:
-            st.error(outcome["error"], icon="🚫")
-        else:
-            _show_summary(outcome["source"], outcome["summary"])
+st.divider()
+st.header("Your imports")
+
+
+def _has_active() -> bool:
+    try:
+        with import_views.outages():
+            return bool(import_views.queue().active(owner))
+    except MailError:
+        return False
+
+
+st.fragment(run_every=import_views.POLL_SECONDS if _has_active() else None)(_imports)()

@@ -176,7 +176,7 @@ st.caption("Every picture served from the cache is one the image model did not h
 try:
     cache = app_state.cache()
 except report.SERVICE_ERRORS as exc:
-    st.error(report.explain(exc), icon=":material/cloud_off:")
+    app_state.service_down(exc)
     st.stop()
 
 demo = st.container(border=True)
@@ -195,8 +195,9 @@ charts_slot = st.empty()
 try:
     draw_all(metrics_slot, charts_slot, cache)
 except report.SERVICE_ERRORS as exc:
-    metrics_slot.error(report.explain(exc), icon=":material/cloud_off:")
     charts_slot.empty()
+    with metrics_slot.container():
+        app_state.service_down(exc)
     st.stop()
 
 if replay:

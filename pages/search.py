@@ -1,17 +1,18 @@
-"""Search: mail results for a query, with the topic's pixel-art image beside them."""
+"""Search: mail results for a query, and beside them the topic's pixel-art picture, drawn when it
+is ready (see `finder`)."""
 
 from __future__ import annotations
+
+from concurrent.futures import Future
 
 import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
 import app_state
 import auth
-from mail.query import parse_query
-from mail.search import message, search, thread
-from mail.store import import_demo, message_count
+from finder import WORDS_ONLY_NOTE, Picture
+from mail.store import message_count
 from mail.types import MailError
-from semcache import BudgetExceeded, EmbeddingError, SemcacheError
 from semcache.matching import RELATION_NOTES
 
 PAGE_SIZE = 20
@@ -25,24 +26,22 @@ owner = user.name
 try:
     engine = app_state.engine()
     total_messages = message_count(engine, owner)
-except SQLAlchemyError:
-    st.error("The mail database is not answering. Try again in a moment.")
-    st.stop()
+except SQLAlchemyError as exc:
+    app_state.database_down(exc)
 
 if total_messages == 0:
+    import import_views
+
+    # The demo mailbox is a background import like any other; this page follows it live.
+    if import_views.demo_loading(owner):
+        st.stop()
     st.info("There is no mail here yet. Import a mailbox, or load the demo mailbox to try things out.")
     left, right, _ = st.columns([1, 1, 2])
     with left:
         if st.button("Import a mailbox", icon="📥"):
             st.switch_page("pages/import_mail.py")
     with right:
-        if st.button("Load the demo mailbox", type="primary"):
-            with st.status("Loading the demo mailbox…", expanded=True) as status:
-                bar = st.progress(0.0)
-                summary = import_demo(engine, owner, app_state.embedder(), app_state.settings().data_dir,
-                                      progress=lambda p: bar.progress(min(1.0, p.done / (p.total or p.done or 1)),
-                                                                      text=f"{p.done} messages"))
-                status.update(label=f"Loaded {summary.imported} demo messages.", state="complete")
+        if st.button("Load the demo mailbox", type="primary") and import_views.start_demo(owner):
             st.rerun()
     st.stop()
 
@@ -66,75 +65,72 @@ if st.session_state.get("last_query") != query:
 page = st.session_state.get("page", 0)
 
 try:
-    topic = parse_query(query).topic
-    # One embedding serves both the mail search and the picture lookup that follows.
-    embedding_failed: EmbeddingError | None = None  # then not asked again in this run
-    try:
-        cache = app_state.cache()
-        shared = topic and cache.embedder is app_state.embedder()  # not with an embedding template
-        vector = cache.embedding(topic) if shared else None
-    except EmbeddingError as exc:
-        vector, embedding_failed = None, exc
-    except (SemcacheError, SQLAlchemyError):
-        vector = None  # the search embeds the topic itself
-    try:
-        results = search(engine, owner, query, embedder=None if embedding_failed else app_state.embedder(),
-                         limit=PAGE_SIZE, offset=page * PAGE_SIZE, query_vector=vector)
-    except EmbeddingError as exc:  # the words alone still find mail
-        embedding_failed = exc
-        results = search(engine, owner, query, limit=PAGE_SIZE, offset=page * PAGE_SIZE)
+    finder = app_state.finder()
+    found = finder.find(owner, query, page=page, page_size=PAGE_SIZE)
 except MailError as exc:
     st.warning(str(exc))
     st.stop()
-except SQLAlchemyError:
-    st.error("The mail database is not answering. Try again in a moment.")
-    st.stop()
+except SQLAlchemyError as exc:
+    app_state.database_down(exc)
+results = found.results
 
+
+def picture_lookup() -> Future[Picture]:
+    """The topic's picture lookup, started once per topic typed, not on every rerun (opening a
+    message, paging), on the shared picture threads: the results never wait for it."""
+    asked = (owner, found.topic)
+    held = st.session_state.get("picture")
+    if held is None or held[0] != asked or st.session_state.get("picture_failed_shown"):
+        # A note shown once (the service was down) is not the last word: the next run asks again.
+        held = (asked, app_state.picture_pool().submit(finder.picture, owner, found))
+        st.session_state["picture"] = held
+        st.session_state["picture_failed_shown"] = False
+    return held[1]
+
+
+@st.fragment(run_every=1.0)
+def making_picture(lookup: Future[Picture]) -> None:
+    """Waits for the lookup on its own; once it is done the page runs again, draws the picture
+    and stops asking. Once a second: asking twice as often made the picture appear later on a
+    busy server (docs/benchmarks.md)."""
+    if lookup.done():
+        st.rerun()
+    st.markdown("🖼️")
+    st.caption("Making a picture…")
+
+
+def show_picture(picture: Picture) -> None:
+    served = picture.result
+    if served is None:
+        st.markdown("🖼️")
+        st.caption(picture.note)
+        st.session_state["picture_failed_shown"] = True
+        return
+    st.image(served.image, width=192)
+    if served.kind == "generated":
+        st.caption(f"Generated (${served.cost_spent_usd:.2f})")
+    elif not user.is_admin:
+        # The cache is shared: whose phrase answered is another user's business.
+        st.caption(f"From the picture cache (saved ${served.cost_saved_usd:.2f})")
+    elif served.kind == "exact" and served.served_key != served.key:
+        st.caption(f"Exact cache hit: *{_md(served.served_key)}*, the same word "
+                   f"(saved ${served.cost_saved_usd:.2f})")
+    elif served.kind == "exact":
+        st.caption(f"Exact cache hit (saved ${served.cost_saved_usd:.2f})")
+    else:
+        st.caption(f"Served from cache: *{_md(served.served_key)}* "
+                   f"(distance {served.distance:.2f}, saved ${served.cost_saved_usd:.2f})")
+        if served.relation in RELATION_NOTES:
+            st.caption(RELATION_NOTES[served.relation])
+
+
+lookup = picture_lookup() if found.topic else None
 results_col, image_col = st.columns([3, 1], gap="large")
-
-with image_col:
-    if results.topic:
-        try:
-            # One lookup per topic typed, not one per rerun (opening a message, paging).
-            remembered = st.session_state.get("image")
-            if remembered is not None and remembered[0] == results.topic:
-                found = remembered[1]
-            elif embedding_failed is not None:
-                raise embedding_failed
-            else:
-                found = app_state.cache().get(results.topic, user=owner)
-                st.session_state["image"] = (results.topic, found)
-        except BudgetExceeded as exc:
-            st.markdown("🖼️")
-            st.caption(f"No new picture: {exc}")
-        except SemcacheError as exc:
-            st.markdown("🖼️")
-            st.caption(f"No picture this time: {exc}")
-        except SQLAlchemyError:
-            st.markdown("🖼️")
-            st.caption("No picture this time: the image cache is not answering.")
-        else:
-            st.image(found.image, width=192)
-            if found.kind == "generated":
-                st.caption(f"Generated (${found.cost_spent_usd:.2f})")
-            elif not user.is_admin:
-                # The cache is shared: whose phrase answered is another user's business.
-                st.caption(f"From the picture cache (saved ${found.cost_saved_usd:.2f})")
-            elif found.kind == "exact" and found.served_key != found.key:
-                st.caption(f"Exact cache hit: *{_md(found.served_key)}*, the same word "
-                           f"(saved ${found.cost_saved_usd:.2f})")
-            elif found.kind == "exact":
-                st.caption(f"Exact cache hit (saved ${found.cost_saved_usd:.2f})")
-            else:
-                st.caption(f"Served from cache: *{_md(found.served_key)}* "
-                           f"(distance {found.distance:.2f}, saved ${found.cost_saved_usd:.2f})")
-                if found.relation in RELATION_NOTES:
-                    st.caption(RELATION_NOTES[found.relation])
 
 with results_col:
     st.caption(f"{results.total:,} messages · {_md(results.query.describe())}")
-    if embedding_failed is not None:
-        st.caption("Matched by the words only: the search by meaning is not answering.")
+    if found.words_only:
+        st.caption(WORDS_ONLY_NOTE)
     if not results.hits:
         st.info("Nothing matches. Try fewer words, or remove a filter.")
     for hit in results.hits:
@@ -160,14 +156,29 @@ with results_col:
             st.session_state["page"] = page + 1
             st.rerun()
 
+with image_col:
+    if lookup is not None:
+        if lookup.done():
+            show_picture(lookup.result())
+        else:
+            making_picture(lookup)
 
-@st.dialog("Message", width="large")
+
+def close_message() -> None:
+    st.session_state.pop("open", None)
+
+
+# Open until dismissed: the page running again when the picture arrives keeps it open.
+@st.dialog("Message", width="large", on_dismiss=close_message)
 def show_message(message_pk: int) -> None:
-    view = message(engine, owner, message_pk)
-    if view is None:
+    try:
+        conversation = finder.conversation(owner, message_pk)
+    except SQLAlchemyError:
+        st.error("The mail database is not answering. Try again in a moment.")
+        return
+    if conversation is None:
         st.warning("That message is not in your mailbox.")
         return
-    conversation = thread(engine, owner, view.thread_id) or [view]
     for item in conversation:
         with st.container(border=True):
             st.markdown(f"**{_md(item.subject) or '(no subject)'}**")
@@ -182,5 +193,4 @@ def show_message(message_pk: int) -> None:
 
 
 if st.session_state.get("open"):
-    opened = st.session_state.pop("open")
-    show_message(opened)
+    show_message(st.session_state["open"])

@@ -4,8 +4,10 @@ together may cost per day, so nobody can run up the bill by searching random top
 A new picture is paid for before it is made: `CostGuard.reserve` counts it against the day's
 row for everyone (``*``) and the user's row in one short transaction, each update conditional on
 staying within its limit, so concurrent misses in any number of processes can never overshoot.
-A generation that fails gives its reservation back. Hits are never counted: a user over their
-limit is still served every picture already cached.
+The cache reserves on the connection that claims the key, inside that claim's transaction, so a
+miss never holds two pooled connections. A generation that fails before its request was sent
+gives its reservation back; one that may have been billed keeps it. Hits are never counted: a
+user over their limit is still served every picture already cached.
 
 The limits are stored in ``semcache_settings`` (set from the Settings page for every process)
 and fall back to the values the guard was built with; None means no limit.
@@ -16,7 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
-from sqlalchemy import Engine, text
+from contextlib import contextmanager
+from typing import Iterator
+
+from sqlalchemy import Connection, Engine, text
 
 from semcache.errors import BudgetExceeded
 
@@ -51,10 +56,14 @@ class CostGuard:
         self.engine = engine
         self.default = Limits(_check_count(images_per_user), _check_money(budget_usd))
 
-    def limits(self) -> Limits:
-        with self.engine.connect() as conn:
-            stored = dict(conn.execute(text("SELECT name, value FROM semcache_settings WHERE name IN (:u, :b)"),
-                                       {"u": USER_LIMIT_SETTING, "b": BUDGET_SETTING}).all())
+    def limits(self, conn: Connection | None = None) -> Limits:
+        """The limits in force: stored for every process, else the ones the guard was built with.
+        Read on ``conn`` when given."""
+        if conn is None:
+            with self.engine.connect() as own:
+                return self.limits(own)
+        stored = dict(conn.execute(text("SELECT name, value FROM semcache_settings WHERE name IN (:u, :b)"),
+                                   {"u": USER_LIMIT_SETTING, "b": BUDGET_SETTING}).all())
         images = stored[USER_LIMIT_SETTING] if USER_LIMIT_SETTING in stored else self.default.images_per_user
         budget = stored[BUDGET_SETTING] if BUDGET_SETTING in stored else self.default.budget_usd
         return Limits(None if images is None else int(images), None if budget is None else float(budget))
@@ -72,13 +81,18 @@ class CostGuard:
                 """), {"n": name, "v": "null" if value is None else repr(value), "actor": actor})
         return limits
 
-    def reserve(self, actor: str | None, price: float) -> date:
+    def reserve(self, actor: str | None, price: float, *, conn: Connection | None = None) -> date:
         """Count one new picture for ``actor`` (None: nobody in particular, only the budget
         applies), or raise BudgetExceeded with a sentence for the user. Returns the day it was
-        counted on, for `release`."""
-        limits = self.limits()
-        day = today()
-        with self.engine.begin() as conn:
+        counted on, for `release`.
+
+        With ``conn``, the reservation is made in that connection's transaction (in a savepoint:
+        a refusal counts nothing and leaves the transaction usable) and holds once the caller
+        commits; the usage rows stay locked until then, so keep that transaction short.
+        Otherwise it is committed on a connection of its own."""
+        with self._transaction(conn) as conn:
+            limits = self.limits(conn)
+            day = today()
             who = [EVERYONE] if actor is None else [EVERYONE, actor]
             conn.execute(text("INSERT INTO semcache_usage (day, actor) SELECT :day, unnest(CAST(:who AS text[])) "
                               "ON CONFLICT DO NOTHING"), {"day": day, "who": who})
@@ -89,7 +103,6 @@ class CostGuard:
                   AND (CAST(:budget AS numeric) IS NULL OR spent_usd + CAST(:price AS numeric) <= CAST(:budget AS numeric))
                 RETURNING 1"""), {"day": day, "everyone": EVERYONE, "price": price, "budget": limits.budget_usd}).first()
             if ok is None:
-                conn.rollback()
                 raise BudgetExceeded(
                     f"Today's budget for new pictures (${limits.budget_usd:.2f}) is used up. Pictures already made "
                     "for this or a similar topic are still shown; the budget renews at midnight UTC.")
@@ -100,20 +113,29 @@ class CostGuard:
                     RETURNING 1"""), {"day": day, "actor": actor, "price": price,
                                       "limit": limits.images_per_user}).first()
                 if ok is None:
-                    conn.rollback()
                     raise BudgetExceeded(
                         f"Your daily limit of {limits.images_per_user} new pictures is reached. Pictures already "
                         "made for this or a similar topic are still shown; the limit renews at midnight UTC.")
         return day
 
-    def release(self, actor: str | None, price: float, day: date) -> None:
-        """Give back a reservation whose picture was never made."""
-        with self.engine.begin() as conn:
+    def release(self, actor: str | None, price: float, day: date, *, conn: Connection | None = None) -> None:
+        """Give back a reservation whose picture was never made (in ``conn``'s transaction when
+        given, committed by the caller)."""
+        with self._transaction(conn) as conn:
             conn.execute(text("""
                 UPDATE semcache_usage SET images = greatest(images - 1, 0),
                        spent_usd = greatest(spent_usd - CAST(:price AS numeric), 0)
                 WHERE day = :day AND actor = ANY(CAST(:who AS text[]))"""),
                          {"day": day, "price": price, "who": [EVERYONE] if actor is None else [EVERYONE, actor]})
+
+    @contextmanager
+    def _transaction(self, conn: Connection | None) -> Iterator[Connection]:
+        if conn is None:
+            with self.engine.begin() as own:
+                yield own
+        else:
+            with conn.begin_nested():
+                yield conn
 
     def usage(self, actor: str | None = None) -> Usage:
         day = today()

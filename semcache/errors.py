@@ -32,7 +32,9 @@ class EmbeddingError(SemcacheError):
 
 
 class GenerationError(SemcacheError):
-    pass
+    may_have_been_billed: bool = False
+    """Set by a generator whose request reached the image service (a timeout, an answer it
+    could not use): the cost guard then keeps the picture counted."""
 
 
 class BlobStoreError(SemcacheError):

@@ -9,6 +9,7 @@ import unicodedata
 from typing import Any
 
 import numpy as np
+import openai
 from PIL import Image, UnidentifiedImageError
 
 from semcache.embedders import call_with_retries, openai_client
@@ -84,11 +85,26 @@ class OpenAIImageGenerator:
             params["quality"] = self.quality
         if self.model.startswith("dall-e"):
             params["response_format"] = "b64_json"
-        response = call_with_retries(
-            lambda: self._client.images.generate(**params),
-            what="image", api_key=self._api_key, error=GenerationError, max_retries=self.max_retries,
-            backoff_seconds=self.backoff_seconds, max_backoff_seconds=self.max_backoff_seconds,
-            timeout=self.timeout, retry_timeouts=self.retry_timeouts)
+        try:
+            response = call_with_retries(
+                lambda: self._client.images.generate(**params),
+                what="image", api_key=self._api_key, error=GenerationError, max_retries=self.max_retries,
+                backoff_seconds=self.backoff_seconds, max_backoff_seconds=self.max_backoff_seconds,
+                timeout=self.timeout, retry_timeouts=self.retry_timeouts)
+        except GenerationError as err:
+            # An error status is not billed, nor is a request that never connected; a timeout or an
+            # answer that could not be read may have been.
+            cause = err.__cause__
+            err.may_have_been_billed = cause is not None and (
+                isinstance(cause, openai.APITimeoutError) or not isinstance(cause, openai.OpenAIError))
+            raise
+        try:
+            return self._image(response)
+        except GenerationError as err:
+            err.may_have_been_billed = True  # OpenAI answered: the picture was made
+            raise
+
+    def _image(self, response: Any) -> GeneratedImage:
         data = getattr(response, "data", None)
         first = data[0] if isinstance(data, list) and data else None
         encoded = getattr(first, "b64_json", None)

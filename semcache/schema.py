@@ -119,3 +119,16 @@ usage = Table(
 )
 """New pictures made per UTC day: one row per user, and the row ``*`` for everyone together
 (what the cost guard holds to its limits)."""
+
+pending = Table(
+    "semcache_pending", metadata,
+    Column("canon", Text, primary_key=True),
+    Column("key", Text, nullable=False),
+    Column("owner", Text, nullable=False),
+    Column("claimed_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("lease_until", DateTime(timezone=True), nullable=False),
+)
+"""Keys being generated right now, one row per dictionary form: the claim of the lookup making
+it (``owner``, a token of that lookup) until ``lease_until``, which its process renews while
+the generator runs. A row whose lease ran out belongs to a process that died: anyone may take
+it over."""

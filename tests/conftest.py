@@ -19,6 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+# Tests give each app its own DATA_DIR; the local model's ONNX export (keyed by the model's
+# contents, written under a lock) is shared by all of them, and by the processes they start, so
+# it is made once per machine. tests/test_embedders.py exports into folders of its own.
+os.environ.setdefault("ONNX_EXPORT_DIR", "/var/tmp/mailsearch-test-onnx")
+
 
 def require(condition: bool, reason: str) -> None:
     """Skip outside CI, fail under CI, when a component the test needs is missing."""
@@ -53,9 +58,11 @@ def engine(pg_url):
 
 
 CACHE_TABLES = ("semcache_events", "semcache_feedback", "semcache_embeddings", "semcache_entries",
-                "semcache_spaces", "semcache_settings", "semcache_usage")
-MAIL_TABLES = ("mail_embeddings", "mail_messages", "mail_imap_state")
+                "semcache_spaces", "semcache_settings", "semcache_usage", "semcache_pending")
+MAIL_TABLES = ("mail_embeddings", "mail_messages", "mail_imap_state", "mail_imports")
 ACCOUNT_TABLES = ("app_sessions", "app_users")
+JOB_TABLES = ("procrastinate_events", "procrastinate_periodic_defers", "procrastinate_jobs",
+              "procrastinate_workers")
 
 
 @pytest.fixture
@@ -65,7 +72,7 @@ def db(engine):
         for name in conn.execute(text("SELECT indexname FROM pg_indexes "
                                       "WHERE indexname LIKE 'semcache_embeddings_hnsw_space_%'")).scalars():
             conn.execute(text(f'DROP INDEX "{name}"'))
-        conn.execute(text(f"TRUNCATE {', '.join(CACHE_TABLES + MAIL_TABLES + ACCOUNT_TABLES)} RESTART IDENTITY CASCADE"))
+        conn.execute(text(f"TRUNCATE {', '.join(CACHE_TABLES + MAIL_TABLES + ACCOUNT_TABLES + JOB_TABLES)} RESTART IDENTITY CASCADE"))
     return engine
 
 
@@ -123,7 +130,53 @@ def app_env(db, pg_url, tmp_path, monkeypatch, emoji_cache_dir, emoji_generator)
         settings_module.get_settings.cache_clear()
         app_state.engine.clear()
         app_state.cache.clear()
+        app_state.import_queue.clear()
 
     reset()
     yield tmp_path
+    # A picture still being made would write into the next test's emptied tables.
+    app_state.picture_pool().shutdown(wait=True)
+    app_state.picture_pool.clear()
     reset()
+
+
+MAKING_A_PICTURE = "Making a picture…"
+
+
+def picture_shown(app, wait_s: float = 180):
+    """Runs a Search page's AppTest again, as the page's own polling would, until the picture (or
+    the note standing in for it) has taken the place of "Making a picture…"; returns ``app``."""
+    import time
+
+    deadline = time.monotonic() + wait_s
+    while any(c.value == MAKING_A_PICTURE for c in app.caption):
+        assert time.monotonic() < deadline, "the picture lookup never finished"
+        time.sleep(0.2)
+        app.run()
+        assert not app.exception, app.exception
+    return app
+
+
+@pytest.fixture
+def run_imports(app_env, local_embedder):
+    """Run the imports the pages queued, in this process as a worker would, until none is left
+    (the app's settings: its database, data folder, upload store and key)."""
+    import asyncio
+
+    import services
+    from db.engine import create_db_engine
+    from mail.jobs import psycopg_conninfo
+    from mail.jobs_worker import serve, worker_app
+    from settings import get_settings
+
+    def run() -> None:
+        settings = get_settings()
+        url = services.database_url(settings)
+        engine = create_db_engine(url)
+        try:
+            runner = services.build_import_runner(settings, engine, local_embedder)
+            asyncio.run(serve(worker_app(psycopg_conninfo(url)), runner, once=True))
+        finally:
+            engine.dispose()
+
+    return run

@@ -4,6 +4,7 @@
         client = OpenAI(api_key=server.api_key, base_url=server.base_url, max_retries=0)
         server.fail_next(status=429, times=2)      # the next two requests get 429
         server.hang_next(seconds=3)                # the next request answers only after 3 s
+        server.release_hangs()                     # ... or now: requests held answer at once
         server.invalid_next(body=b"<html>oops")    # the next request gets a 200 that is not JSON
         ...
         server.requests                            # every request received, in order
@@ -94,6 +95,8 @@ class FakeOpenAI:
         self._faults: list[_Fault] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._wake = threading.Event()
+        """Set to end every hang: on stop (the connection is closed) and by `release_hangs`."""
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -103,6 +106,7 @@ class FakeOpenAI:
         if self._httpd is not None:
             return self
         self._stopping.clear()
+        self._wake.clear()
         httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         httpd.daemon_threads = True
         self._httpd = httpd
@@ -116,6 +120,7 @@ class FakeOpenAI:
         if self._httpd is None:
             return
         self._stopping.set()
+        self._wake.set()
         self._httpd.shutdown()
         self._httpd.server_close()
         if self._thread is not None:
@@ -155,6 +160,11 @@ class FakeOpenAI:
     def hang_next(self, seconds: float = 5.0, times: int = 1, *, path: str | None = None) -> None:
         """Hold the next ``times`` requests for ``seconds`` before answering normally."""
         self._add(_Fault("hang", times, path, seconds=seconds))
+
+    def release_hangs(self) -> None:
+        """Answer every request held by `hang_next` now, normally; hangs scripted later answer at
+        once too."""
+        self._wake.set()
 
     def invalid_next(self, times: int = 1, *, path: str | None = None,
                      body: bytes = b'{"object": "list", "unexpected": true}',
@@ -322,7 +332,8 @@ def _handler_for(server: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
                 return
             fault = server._take_fault(path)
             if fault is not None and fault.kind == "hang":
-                if server._stopping.wait(fault.seconds):
+                server._wake.wait(fault.seconds)
+                if server._stopping.is_set():
                     self.close_connection = True
                     return
                 fault = None

@@ -1,7 +1,7 @@
 """Processes for the fault tests (tests/test_faults.py), each run as ``python fault_worker.py MODE``.
 
 ``hold DATABASE_URL BLOB_DIR EMOJI_DIR SIGNAL_DIR``
-    Two lookups that stop halfway and wait to be killed, each holding its topic's advisory lock:
+    Two lookups that stop halfway and wait to be killed, each holding its topic's claim:
     "volcano" inside the generator, "lighthouse" after its picture is written to the blob store
     and before its row is committed. Each touches a file in SIGNAL_DIR when it gets there.
 

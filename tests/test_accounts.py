@@ -19,6 +19,7 @@ from semcache import BudgetExceeded, GenerationError, SemanticCache
 from semcache.blobstores import LocalBlobStore
 from semcache.budget import CostGuard
 from test_mail import LABELLED, mail, raw
+from conftest import picture_shown
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
@@ -239,7 +240,7 @@ def test_widget_state_cannot_open_another_users_message(app_env, monkeypatch, tw
     ids, _ = two_mailboxes
     monkeypatch.setenv("DEFAULT_OWNER", "alice")
     app = AppTest.from_file(SEARCH, default_timeout=TIMEOUT).run()
-    app.text_input(key="q").input("dog").run()
+    picture_shown(app.text_input(key="q").input("dog").run())
     app.session_state["open"] = ids["bob"]  # as if a crafted request named Bob's message
     app.run()
     assert not app.exception
@@ -253,13 +254,13 @@ def test_end_users_never_see_other_users_topics(password_mode, db, two_mailboxes
     app = AppTest.from_file(SEARCH, default_timeout=TIMEOUT)
     app.session_state["auth_token"] = tokens["bob"]
     app.run()
-    app.text_input(key="q").input("puppy").run()
+    picture_shown(app.text_input(key="q").input("puppy").run())
     assert "Generated ($0.04)" in texts(app.caption)
 
     app = AppTest.from_file(SEARCH, default_timeout=TIMEOUT)
     app.session_state["auth_token"] = tokens["alice"]
     app.run()
-    app.text_input(key="q").input("dog").run()  # served bob's picture from the shared cache
+    picture_shown(app.text_input(key="q").input("dog").run())  # served bob's picture from the shared cache
     captions = texts(app.caption)
     assert "From the picture cache (saved $0.04)" in captions
     assert "puppy" not in captions.casefold(), "bob's topic is bob's business"
@@ -354,7 +355,7 @@ def test_the_search_page_says_so_and_keeps_the_results(app_env, monkeypatch, db,
     monkeypatch.setenv("DAILY_IMAGES_PER_USER", "0")
     import_messages(db, "alice", raw(list(LABELLED.values())), embedder=local_embedder)
     app = AppTest.from_file(SEARCH, default_timeout=TIMEOUT).run()
-    app.text_input(key="q").input("dog").run()
+    picture_shown(app.text_input(key="q").input("dog").run())
     assert not app.exception
     assert "No new picture: Your daily limit of 0 new pictures is reached." in texts(app.caption)
     assert "Dog walking rota" in texts(app.markdown), "the results are still there"

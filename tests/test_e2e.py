@@ -34,15 +34,38 @@ def free_port() -> int:
 @pytest.fixture
 def app_url(db, pg_url, tmp_path, emoji_cache_dir):
     """The whole app, started as a user would start it, on a fresh (emptied) database."""
+    yield from serve(pg_url, tmp_path, emoji_cache_dir)
+
+
+@pytest.fixture
+def slow_pictures(fake_openai):
+    """The image service: the fake OpenAI server, holding every picture until released."""
+    fake_openai.hang_next(seconds=300, times=100, path="/v1/images/generations")
+    yield fake_openai
+    fake_openai.release_hangs()
+
+
+@pytest.fixture
+def slow_picture_app_url(db, pg_url, tmp_path, emoji_cache_dir, slow_pictures):
+    """The whole app, its pictures made by `slow_pictures`."""
+    yield from serve(pg_url, tmp_path, emoji_cache_dir, IMAGE_PROVIDER="openai", OPENAI_API_KEY=slow_pictures.api_key,
+                     OPENAI_BASE_URL=slow_pictures.base_url, OPENAI_MAX_RETRIES="0", OPENAI_TIMEOUT_SECONDS="600")
+
+
+def serve(pg_url: str, tmp_path: Path, emoji_cache_dir: Path, **settings: str):
     port = free_port()
     (tmp_path / "emoji-index").symlink_to(emoji_cache_dir)
     env = {**os.environ, "DATABASE_URL": pg_url, "DATA_DIR": str(tmp_path), "EMBEDDING_PROVIDER": "local",
-           "IMAGE_PROVIDER": "offline", "DEFAULT_OWNER": OWNER, "OPENAI_API_KEY": ""}
+           "IMAGE_PROVIDER": "offline", "DEFAULT_OWNER": OWNER, "OPENAI_API_KEY": "", **settings}
     log = open(tmp_path / "streamlit.log", "w")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
          "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    # The import worker `make run` starts beside the app: the demo mailbox is a background import.
+    worker_log = open(tmp_path / "worker.log", "w")
+    worker = subprocess.Popen([sys.executable, "-m", "mail", "worker"], cwd=ROOT, env=env, stdout=worker_log,
+                              stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -53,14 +76,17 @@ def app_url(db, pg_url, tmp_path, emoji_cache_dir):
             time.sleep(0.2)
     else:
         process.kill()
+        worker.kill()
         pytest.fail("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:])
     yield url
-    process.terminate()
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
+    for child in (process, worker):
+        child.terminate()
+        try:
+            child.wait(10)
+        except subprocess.TimeoutExpired:
+            child.kill()
     log.close()
+    worker_log.close()
 
 
 @pytest.fixture
@@ -191,6 +217,41 @@ def test_html_mail_is_shown_as_text_and_runs_no_script(app_url, browser_page, db
     assert page.evaluate("() => window.__pwned === undefined")
     assert dialogs == [] and outside == []
     assert "<script" not in dialog.inner_text()
+
+
+def test_results_show_before_a_slow_picture(slow_picture_app_url, slow_pictures, browser_page, db, local_embedder):
+    """The image service holds the picture: the results, and a message opened from them, show at
+    once beside "Making a picture…"; when the picture comes it takes that place by itself, and
+    the open message stays open."""
+    from mail.store import import_messages
+    from test_mail import mail, raw
+
+    import_messages(db, OWNER, raw([mail(f"Invoice {n}", f"Invoice {n} for the roof repair.") for n in range(3)]),
+                    embedder=local_embedder)
+    page = browser_page
+    page.goto(slow_picture_app_url)
+    box = page.get_by_placeholder(re.compile("dog · invoices"))
+    box.fill("invoice")
+    box.press("Enter")
+    page.get_by_role("button", name="Open").first.wait_for()
+    making = page.get_by_text("Making a picture…")
+    making.wait_for()
+    assert image_caption(page).count() == 0
+    shot(page, "11-results-before-the-picture")
+
+    page.get_by_role("button", name="Open").first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.get_by_text(re.compile("for the roof repair")).first.wait_for()
+    assert making.is_visible() and len(slow_pictures.requests_to("/v1/images/generations")) == 1
+    shot(page, "12-message-open-while-the-picture-is-made")
+
+    slow_pictures.release_hangs()
+    image_caption(page).filter(has_text="Generated").wait_for()
+    assert dialog.is_visible(), "the picture arriving leaves the open message open"
+    shot(page, "13-picture-arrived")
+    page.keyboard.press("Escape")
+    dialog.wait_for(state="hidden")
+    assert len(slow_pictures.requests_to("/v1/images/generations")) == 1
 
 
 def test_a_bookmarked_page_opens_inside_the_app(app_url, browser_page):

@@ -14,6 +14,7 @@ from mail.store import import_messages
 from semcache import InvalidTopic, SemanticCache
 from semcache.blobstores import LocalBlobStore
 from test_mail import mail, raw
+from conftest import picture_shown
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "pages" / "search.py")
@@ -89,7 +90,7 @@ def page(app_env, db, local_embedder, monkeypatch) -> AppTest:
 
 def search(app: AppTest, query: str) -> tuple[str, int]:
     """Type ``query``; the captions shown and how many pictures."""
-    app.text_input(key="q").input(query).run()
+    picture_shown(app.text_input(key="q").input(query).run())
     assert not app.exception, (query, app.exception)
     assert not app.error, (query, [e.value for e in app.error])
     return "\n".join(c.value for c in app.caption), len(app.image)

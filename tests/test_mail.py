@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -16,9 +17,10 @@ from sqlalchemy import text
 
 from mail.demo import write_demo_mbox
 from mail.search import message, search, thread
-from mail.sources import open_source
-from mail.store import import_messages, message_count
+from mail.sources import SourceInterrupted, open_source
+from mail.store import AHEAD, import_messages, message_count
 from mail.types import QueryError, RawMessage
+from semcache.errors import EmbeddingError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -250,3 +252,141 @@ def test_imap_import_is_incremental_and_marks_nothing_read(db, local_embedder, i
     with db.connect() as conn:
         state = conn.execute(text("SELECT account, folder, last_uid FROM mail_imap_state")).one()
     assert state.folder == folder and state.last_uid == 4 and password not in state.account
+
+
+# ---------------------------------------------------------------------------- the import's stages
+
+def import_threads() -> list:
+    return [t for t in threading.enumerate() if t.name.startswith("mail-import")]
+
+
+class Reading:
+    """A source that records how far it was read, and on which threads."""
+
+    def __init__(self, items, *, fail_after: int | None = None):
+        self.items, self.fail_after = list(items), fail_after
+        self.read, self.threads = 0, set()
+
+    def __iter__(self):
+        for item in self.items:
+            self.threads.add(threading.get_ident())
+            if self.read == self.fail_after:
+                raise SourceInterrupted("The IMAP connection dropped.")
+            self.read += 1
+            yield item
+
+
+def stored_subjects(engine, owner: str) -> list[str]:
+    with engine.connect() as conn:
+        return list(conn.execute(text("SELECT subject FROM mail_messages WHERE owner = :o ORDER BY id"),
+                                 {"o": owner}).scalars())
+
+
+def embedded_count(engine, owner: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT count(*) FROM mail_embeddings WHERE owner = :o"), {"o": owner}).scalar_one()
+
+
+def test_batches_are_stored_in_order_with_their_counts(db, local_embedder):
+    before = set(threading.enumerate())
+    messages = [mail(f"Note {i}", f"Body of note {i}") for i in range(9)]
+    messages[3] = b""  # unreadable
+    messages[6] = messages[1]  # a repeat in a later batch
+    source = Reading(raw(messages))
+    reports, seen = [], []
+
+    def record(conn, report):
+        assert conn.execute(text("SELECT count(*) FROM mail_messages")).scalar_one() == report.imported
+        reports.append(report)
+        return True
+
+    summary = import_messages(db, "alice", source, embedder=local_embedder, total=9, batch_size=2,
+                              on_batch=record, progress=seen.append)
+    assert [p.done for p in seen] == [2, 4, 6, 8, 9] == [r.progress.done for r in reports]
+    assert [(r.imported, r.duplicates, r.failed) for r in reports] == [(2, 0, 0), (3, 0, 1), (5, 0, 1),
+                                                                       (6, 1, 1), (7, 1, 1)]
+    assert [s for s, _ in reports[1].new_failures] == ["test #4"] and not reports[2].new_failures
+    assert (summary.imported, summary.duplicates, summary.failed, summary.cancelled) == (7, 1, 1, False)
+    assert stored_subjects(db, "alice") == [f"Note {i}" for i in (0, 1, 2, 4, 5, 7, 8)]
+    assert embedded_count(db, "alice") == 7
+    assert len(source.threads) == 1 and threading.get_ident() not in source.threads
+    assert import_threads() == [] and set(threading.enumerate()) <= before
+
+
+def test_a_source_failing_part_way_keeps_the_batches_before_it(db, local_embedder):
+    before = set(threading.enumerate())
+    source = Reading(raw([mail(f"Note {i}", f"Body {i}") for i in range(9)]), fail_after=5)
+    with pytest.raises(SourceInterrupted, match="dropped"):
+        import_messages(db, "alice", source, embedder=local_embedder, batch_size=2)
+    assert stored_subjects(db, "alice") == [f"Note {i}" for i in range(4)]
+    assert embedded_count(db, "alice") == 4
+    assert import_threads() == [] and set(threading.enumerate()) <= before
+
+
+def test_an_embedder_failing_part_way_keeps_the_batches_before_it(db, local_embedder):
+    before = set(threading.enumerate())
+
+    class FailingSecond:
+        model, dimensions = local_embedder.model, local_embedder.dimensions
+        calls = 0
+
+        def embed(self, texts):
+            FailingSecond.calls += 1
+            if FailingSecond.calls == 2:
+                raise EmbeddingError("The embedding service is down.")
+            return local_embedder.embed(texts)
+
+    source = Reading(raw([mail(f"Note {i}", f"Body {i}") for i in range(20)]))
+    with pytest.raises(EmbeddingError, match="down"):
+        import_messages(db, "alice", source, embedder=FailingSecond(), batch_size=2)
+    assert stored_subjects(db, "alice") == ["Note 0", "Note 1"]
+    assert embedded_count(db, "alice") == 2
+    assert FailingSecond.calls == 2, "nothing is embedded after the failure"
+    assert source.read <= 2 * (1 + AHEAD + 1), "the source is read at most a few batches ahead"
+    assert import_threads() == [] and set(threading.enumerate()) <= before
+
+
+def test_a_database_error_while_storing_stops_every_stage(db, local_embedder):
+    before = set(threading.enumerate())
+    source = Reading(raw([mail(f"Note {i}", f"Body {i}") for i in range(12)]))
+
+    def broken(conn, report):
+        if report.progress.done == 4:
+            conn.execute(text("SELECT no_such_function()"))
+        return True
+
+    with pytest.raises(Exception, match="no_such_function"):
+        import_messages(db, "alice", source, embedder=local_embedder, batch_size=2, on_batch=broken)
+    assert stored_subjects(db, "alice") == ["Note 0", "Note 1"]
+    assert import_threads() == [] and set(threading.enumerate()) <= before
+
+
+def test_a_cancel_stops_after_its_batch_and_reads_little_ahead(db, local_embedder):
+    before = set(threading.enumerate())
+    source = Reading(raw([mail(f"Note {i}", f"Body {i}") for i in range(40)]))
+    reports = []
+
+    def cancel_second(conn, report):
+        reports.append(report.progress.done)
+        return report.progress.done < 4
+
+    summary = import_messages(db, "alice", source, embedder=local_embedder, batch_size=2, on_batch=cancel_second)
+    assert summary.cancelled and summary.imported == 4 and reports == [2, 4]
+    assert stored_subjects(db, "alice") == [f"Note {i}" for i in range(4)]
+    assert source.read <= 2 * (2 + AHEAD + 1), "no more than a couple of batches are parsed ahead"
+    assert import_threads() == [] and set(threading.enumerate()) <= before
+
+
+def test_embedding_holds_no_database_connection(db, local_embedder):
+    checked_out = []
+
+    class Watching:
+        model, dimensions = local_embedder.model, local_embedder.dimensions
+
+        def embed(self, texts):
+            checked_out.append(db.pool.checkedout())
+            return local_embedder.embed(texts)
+
+    summary = import_messages(db, "alice", raw([mail(f"Note {i}", f"Body {i}") for i in range(5)]),
+                              embedder=Watching())
+    assert summary.imported == 5 and checked_out == [0]

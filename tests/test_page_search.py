@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from streamlit.testing.v1 import AppTest
 
+from conftest import MAKING_A_PICTURE, picture_shown
 from mail.store import import_messages
 from test_mail import LABELLED, mail, raw
 
@@ -31,15 +34,24 @@ def captions(app: AppTest) -> str:
     return "\n".join(c.value for c in app.caption)
 
 
+MAKING = MAKING_A_PICTURE
+picture = picture_shown
+
+
 def markdown(app: AppTest) -> str:
     return "\n".join(m.value for m in app.markdown)
 
 
-def test_empty_mailbox_leads_to_import_or_demo(alice):
+def test_empty_mailbox_leads_to_import_or_demo(alice, run_imports):
     app = AppTest.from_file(PAGE, default_timeout=180).run()
     assert not app.exception
     assert "no mail here yet" in app.info[0].value
     next(b for b in app.button if b.label == "Load the demo mailbox").click().run()
+    assert not app.exception
+    assert [h.value for h in app.subheader] == ["Loading the demo mailbox…"]  # a background import, followed live
+    assert not [t for t in app.text_input if t.key == "q"]
+    run_imports()
+    app.run()
     assert not app.exception
     assert app.text_input(key="q") is not None, "after loading the demo the search box appears"
 
@@ -52,13 +64,13 @@ def test_search_shows_results_and_the_topic_image(alice, db, local_embedder):
     run_query(app, "dog")
     assert "Dog walking rota" in markdown(app)
     assert "Bob's dog" not in markdown(app), "another owner's mail never shows"
-    assert "Generated ($0.04)" in captions(app)
     assert "<mark>dog</mark>" in markdown(app)
+    assert "Generated ($0.04)" in captions(picture(app))
 
-    run_query(app, "puppy")
+    picture(run_query(app, "puppy"))
     assert "Served from cache: *dog*" in captions(app) and "saved $0.04" in captions(app)
 
-    run_query(app, "dog")
+    picture(run_query(app, "dog"))
     assert "Exact cache hit" in captions(app)
 
 
@@ -79,8 +91,68 @@ def test_image_outage_keeps_the_results(alice, db, local_embedder, fake_openai, 
     app = AppTest.from_file(PAGE, default_timeout=180).run()
     run_query(app, "invoice")
     assert "Invoice 2291" in markdown(app)
-    assert "No picture this time" in captions(app)
+    assert "No picture this time" in captions(picture(app))
     assert fake_openai.api_key not in captions(app)
+
+
+def test_a_daily_limit_is_a_note_beside_the_results(alice, db, local_embedder, monkeypatch):
+    import_messages(db, "alice", raw(list(LABELLED.values())), embedder=local_embedder)
+    monkeypatch.setenv("DAILY_IMAGES_PER_USER", "0")
+    app = AppTest.from_file(PAGE, default_timeout=180).run()
+    run_query(app, "dog")
+    assert "Dog walking rota" in markdown(app)
+    assert "No new picture:" in captions(picture(app))
+
+
+def lookups(engine) -> list:
+    with engine.connect() as conn:
+        return conn.execute(text("SELECT query, kind FROM semcache_events ORDER BY id")).all()
+
+
+def test_results_come_first_and_clicks_never_wait_for_the_picture(alice, db, local_embedder, fake_openai,
+                                                                  monkeypatch):
+    """With an image service that holds its answer, the results, a message opened and the next
+    page are all drawn while the picture is being made; it appears on a later run, and none of
+    those runs looks the topic up again."""
+    invoices = [mail(f"Invoice {n:04d}", f"Invoice {n:04d} for the garden work, due in 30 days.") for n in range(25)]
+    import_messages(db, "alice", raw(invoices), embedder=local_embedder)
+    monkeypatch.setenv("IMAGE_PROVIDER", "openai")
+    monkeypatch.setenv("OPENAI_API_KEY", fake_openai.api_key)
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    monkeypatch.setenv("OPENAI_MAX_RETRIES", "0")
+    monkeypatch.setenv("OPENAI_TIMEOUT_SECONDS", "600")
+    fake_openai.hang_next(seconds=300, path="/v1/images/generations")
+    images = lambda: fake_openai.requests_to("/v1/images/generations")  # noqa: E731
+    app = AppTest.from_file(PAGE, default_timeout=180).run()
+
+    try:
+        run_query(app, "invoice")
+        assert "Invoice 00" in markdown(app) and "Page 1 of 2" in captions(app)
+        assert MAKING in captions(app) and not app.image
+
+        app.button(key=next(b.key for b in app.button if b.key and b.key.startswith("open-"))).click().run()
+        assert not app.exception
+        assert "for the garden work" in "\n".join(t.value for t in app.text), "the message opened at once"
+        assert MAKING in captions(app)
+
+        next(b for b in app.button if b.label == "Next →").click().run()
+        assert not app.exception
+        assert "Page 2 of 2" in captions(app) and MAKING in captions(app)
+        deadline = time.monotonic() + 60
+        while not images():
+            assert time.monotonic() < deadline, "the picture was never asked for"
+            time.sleep(0.1)
+        assert len(images()) == 1
+    finally:
+        fake_openai.release_hangs()
+
+    assert "Generated ($0.04)" in captions(picture(app)) and app.image
+    assert "Page 2 of 2" in captions(app), "the picture arriving keeps the page the user is on"
+    next(b for b in app.button if b.label == "← Previous").click().run()
+    app.button(key=next(b.key for b in app.button if b.key and b.key.startswith("open-"))).click().run()
+    assert not app.exception and "Generated ($0.04)" in captions(app)
+    assert len(images()) == 1
+    assert lookups(db) == [("invoice", "generated")], "one lookup for the topic typed"
 
 
 def test_opening_a_result_shows_the_thread_as_text(alice, db, local_embedder):

@@ -179,7 +179,8 @@ def test_a_database_outage_is_a_message(app_env, monkeypatch):
     try:
         for path in (SETTINGS_PAGE, SAVINGS_PAGE):
             app = page(path)
-            assert "The database is not answering" in texts(app.error)
+            assert "The database is not answering; reconnecting…" in texts(app.warning)
+            assert "secret" not in texts(app.warning) + texts(app.caption)
     finally:
         monkeypatch.undo()
         settings_module.get_settings.cache_clear()

@@ -30,6 +30,7 @@ from semcache.embedders import OpenAIEmbedder
 from semcache.openai_images import OpenAIImageGenerator
 from test_mail import mail, raw
 from test_page_import import _fill_imap, button, page_text
+from conftest import picture_shown
 
 ROOT = Path(__file__).resolve().parent.parent
 SEARCH = str(ROOT / "pages" / "search.py")
@@ -72,7 +73,7 @@ def leaks(secret: str, *texts: str) -> list[str]:
 
 
 def test_no_secret_in_logs_or_pages(app_env, db, pg_url, local_embedder, imap_server, monkeypatch,
-                                    everything_logged, capfd):
+                                    everything_logged, capfd, run_imports):
     api_key = f"sk-proj-{secrets.token_hex(24)}"
     db_password = f"pg-{secrets.token_hex(12)}"
     wrong_imap_password = f"Wr0ng-{secrets.token_hex(12)}"
@@ -95,7 +96,7 @@ def test_no_secret_in_logs_or_pages(app_env, db, pg_url, local_embedder, imap_se
 
         search = run(SEARCH)
         for query in ("invoice", "dog", "paris", "trip"):
-            search.text_input(key="q").input(query).run()
+            picture_shown(search.text_input(key="q").input(query).run())
             assert not search.exception and not search.error, [e.value for e in search.error]
             pages.append(shown(search))
         captions = "\n".join(c.value for c in search.caption)
@@ -109,8 +110,15 @@ def test_no_secret_in_logs_or_pages(app_env, db, pg_url, local_embedder, imap_se
     imports = run(IMPORT)
     _fill_imap(imports, imap_server, wrong_imap_password, "INBOX")
     button(imports, "Import from IMAP").click().run()
+    pages.append(shown(imports))
+    run_imports()  # the import runs in a worker loop here, and fails at the login
+    imports = run(IMPORT)
     assert not imports.exception and "refused the login" in imports.error[0].value
     pages.append(shown(imports))
+    with db.connect() as conn:
+        pages.append("\n".join(str(tuple(row)) for row in conn.execute(text(
+            "SELECT * FROM procrastinate_jobs"))))
+        pages.append("\n".join(str(tuple(row)) for row in conn.execute(text("SELECT * FROM mail_imports"))))
 
     with db.connect() as conn:
         events = "\n".join(str(tuple(row)) for row in conn.execute(text("SELECT * FROM semcache_events")))
