@@ -14,5 +14,9 @@ RUNTIME_PREFIXES = (RUNTIME_INDEX_PREFIX, "mail_embeddings_hnsw_")
 
 def include_object(obj, name, type_, reflected, compare_to) -> bool:
     """Leave out of autogenerate what the app creates at run time (one HNSW index per
-    embedding space)."""
-    return not (type_ == "index" and name and name.startswith(RUNTIME_PREFIXES))
+    embedding space), and the job queue's own tables (procrastinate's schema, applied whole by
+    migration 0006 from the installed package)."""
+    if type_ == "index" and name and name.startswith(RUNTIME_PREFIXES):
+        return False
+    table = obj if type_ == "table" else getattr(obj, "table", None)
+    return not (getattr(table, "name", name) or "").startswith("procrastinate_")

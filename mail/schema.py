@@ -1,11 +1,11 @@
-"""Mail's tables, mirrored from migration 0002 for the schema check (`db/models.py`)."""
+"""Mail's tables, mirrored from migrations 0002 and 0006 for the schema check (`db/models.py`)."""
 
 from __future__ import annotations
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
-    BigInteger, Boolean, Column, Computed, DateTime, ForeignKey, Index, Integer, MetaData, PrimaryKeyConstraint, Table,
-    Text, func, text,
+    BigInteger, Boolean, CheckConstraint, Column, Computed, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
+    MetaData, PrimaryKeyConstraint, Table, Text, func, text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 
@@ -68,4 +68,35 @@ imap_state = Table(
     Column("last_uid", BigInteger, nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     PrimaryKeyConstraint("owner", "account", "folder"),
+)
+
+imports = Table(
+    "mail_imports", metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("owner", Text, nullable=False),
+    Column("kind", Text, CheckConstraint("kind IN ('upload', 'path', 'imap', 'demo')"), nullable=False),
+    Column("label", Text, nullable=False),
+    Column("params", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column("secret", LargeBinary),
+    Column("status", Text, CheckConstraint("status IN ('queued', 'running', 'done', 'failed', 'cancelled')"),
+           nullable=False, server_default="queued"),
+    Column("done", Integer, nullable=False, server_default="0"),
+    Column("total", Integer),
+    Column("rate", Float(53)),
+    Column("eta_seconds", Float(53)),
+    Column("imported", Integer, nullable=False, server_default="0"),
+    Column("duplicates", Integer, nullable=False, server_default="0"),
+    Column("failed", Integer, nullable=False, server_default="0"),
+    Column("failures", JSONB, nullable=False, server_default=text("'[]'::jsonb")),
+    Column("embedded", Boolean, nullable=False, server_default=text("true")),
+    Column("error", Text),
+    Column("cancel_requested", Boolean, nullable=False, server_default=text("false")),
+    Column("attempt", Integer, nullable=False, server_default="0"),
+    Column("job_id", BigInteger),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("started_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True)),
+    Index("mail_imports_owner_idx", "owner", text("id DESC")),
+    Index("mail_imports_unfinished_idx", "owner", postgresql_where=text("status IN ('queued', 'running')")),
 )

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from semcache.blobstores import _fsync_dir
 from semcache.embedders import SMALL_BATCH, LocalEmbedder, _check_texts, _unit_rows, shipped_model_path
 from semcache.errors import EmbeddingError
 from semcache.interfaces import Embedder
@@ -177,17 +178,6 @@ def _check_export(path: Path, model_path: Path, module: Any) -> None:
                              f"more than {MATCH_TOLERANCE:g}); the torch model stays in use.")
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _pipeline_class() -> type:

@@ -136,7 +136,7 @@ def test_no_database_password_when_the_database_is_down(app_env, monkeypatch, ev
     monkeypatch.setenv("DEFAULT_OWNER", OWNER)
 
     search = run(SEARCH)
-    assert search.error[0].value == "The mail database is not answering. Try again in a moment."
+    assert search.warning[0].value == "The database is not answering; reconnecting…"
     imports = run(IMPORT)
     imports.text_input(key="import_path").input(str(ROOT / "README.md")).run()
     button(imports, "Import from the path").click().run()
