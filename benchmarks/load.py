@@ -29,16 +29,14 @@ import argparse
 import os
 import random
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
-from benchmarks.common import percentiles, write_report
+from benchmarks.common import percentiles, start_app, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -54,12 +52,6 @@ def zipf_topics(count: int, seed: int, exponent: float = 1.1) -> list[str]:
     rng = random.Random(seed)
     weights = [1.0 / (rank ** exponent) for rank in range(1, len(TOPICS) + 1)]
     return rng.choices(list(TOPICS), weights=weights, k=count)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mb(pid: int) -> float:
@@ -81,24 +73,6 @@ class Memory(threading.Thread):
             except OSError:
                 return
             self.stop.wait(1.0)
-
-
-def start_app(env: dict, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
-         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                return process, url
-        except OSError:
-            time.sleep(0.3)
-    process.kill()
-    raise SystemExit("The app did not start:\n" + log.read_text()[-2000:])
 
 
 # What a tab shows, read in one round trip: whether the results of ``topic`` are drawn (their

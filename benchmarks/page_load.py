@@ -14,20 +14,18 @@ import argparse
 import json
 import os
 import re
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+from benchmarks.common import start_app
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 QUERIES = ["linux kernel", "spam filter", "python script", "music", "security patch"]
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -51,22 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         report["messages"] = summary.imported
         engine.dispose()
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
         env = {**os.environ, "DATABASE_URL": url, "DATA_DIR": tmp, "EMBEDDING_PROVIDER": "local",
                "IMAGE_PROVIDER": "offline", "DEFAULT_OWNER": "me"}
-        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                                   "--server.address", "127.0.0.1", "--server.headless", "true"],
-                                  cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        app = f"http://127.0.0.1:{port}"
+        server, app = start_app(env, Path(tmp) / "streamlit.log")
         try:
-            while True:
-                try:
-                    if urllib.request.urlopen(f"{app}/_stcore/health", timeout=2).read() == b"ok":
-                        break
-                except OSError:
-                    time.sleep(0.1)
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
                 page = browser.new_page()
@@ -104,7 +90,6 @@ def main(argv: list[str] | None = None) -> int:
             server.wait(10)
     print(json.dumps(report, indent=2))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

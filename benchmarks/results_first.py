@@ -17,21 +17,20 @@ import argparse
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from pathlib import Path
+
+from benchmarks.common import start_app
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 TOPICS = ["dog", "invoice", "vacation", "birthday party", "garden", "recipe", "football", "dentist"]
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -58,25 +57,12 @@ def main(argv: list[str] | None = None) -> int:
         report["messages"] = import_demo(engine, "me", LocalEmbedder(), Path(tmp)).imported
         engine.dispose()
 
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
         env = {**os.environ, "DATABASE_URL": url, "DATA_DIR": tmp, "EMBEDDING_PROVIDER": "local",
                "IMAGE_PROVIDER": "openai", "OPENAI_API_KEY": images.api_key, "OPENAI_BASE_URL": images.base_url,
                "OPENAI_TIMEOUT_SECONDS": str(args.image_delay + 60), "OPENAI_MAX_RETRIES": "0",
                "DEFAULT_OWNER": "me"}
-        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                                   "--server.address", "127.0.0.1", "--server.headless", "true",
-                                   "--browser.gatherUsageStats", "false"],
-                                  cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        app = f"http://127.0.0.1:{port}"
+        server, app = start_app(env, Path(tmp) / "streamlit.log")
         try:
-            while True:
-                try:
-                    if urllib.request.urlopen(f"{app}/_stcore/health", timeout=2).read() == b"ok":
-                        break
-                except OSError:
-                    time.sleep(0.1)
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
                 page = browser.new_page()
@@ -124,7 +110,6 @@ def main(argv: list[str] | None = None) -> int:
         report[f"{name}_median"] = round(statistics.median(run[i] for run in runs))
     print(json.dumps(report, indent=2))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
