@@ -4,6 +4,7 @@
 # make bench - every benchmark (python -m semcache.bench all); results in bench-results/
 # make compare-gptcache - our cache against GPTCache, which gets a venv of its own
 # make threshold - what each matching technique buys on the shared word pairs, and its cost
+# make attack - the full-size hostile-input attacks (slow; the fast ones are in make test)
 # make load  - 8 browser sessions searching and 2 imports against the real app, on loopback
 PYTHON ?= python3
 VENV := .venv
@@ -12,7 +13,7 @@ PORT ?= 8501
 BENCH_ENTRIES ?= 10000 100000 1000000
 GPTCACHE_VENV := bench-results/gptcache-venv
 
-.PHONY: run worker test venv venv-dev demo bench threshold compare-gptcache load clean
+.PHONY: run worker test attack venv venv-dev demo bench threshold compare-gptcache load clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +43,9 @@ demo: venv
 
 test: venv-dev
 	$(PY) -m pytest -q
+
+attack: venv-dev
+	$(PY) -m pytest -q -m attack
 
 # make bench BENCH_ENTRIES="10000 100000" - leave out the million (its index takes 10-20+ minutes)
 bench: venv-dev

@@ -5,11 +5,13 @@ Pages call these and lay out what `semcache/` and `mail/` return; nothing here h
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import ThreadPoolExecutor
 
 import streamlit as st
 from sqlalchemy import Engine
 
+from markup import markdown_text
 from semcache import SemanticCache
 from semcache.interfaces import Embedder
 from settings import Settings, get_settings
@@ -30,13 +32,9 @@ def _leave_old_multipage_mode() -> None:
 _leave_old_multipage_mode()
 
 
-_MARKDOWN_SPECIALS = str.maketrans({c: "\\" + c for c in "\\`*_{}[]()#+-.!<>|~$:"})
-
-
-def md(text: str) -> str:
-    """Text shown through st.markdown exactly as written: no markup, links, images or HTML from
-    mail or from other users' topics."""
-    return " ".join(str(text).split()).translate(_MARKDOWN_SPECIALS)
+md = markdown_text
+"""Text shown through Streamlit's Markdown (st.markdown, captions, messages, labels) exactly as
+written: no markup, links, images, icons or HTML from mail or from other users' topics."""
 
 
 def settings() -> Settings:
@@ -66,8 +64,9 @@ def database_down(exc: BaseException | None = None, *, note: str = "") -> None:
                 else "The database is not answering; reconnecting…") + (f" {note}" if note else ""),
                icon=":material/sync:")
     reason = str(getattr(exc, "orig", None) or exc or "").strip().splitlines()
-    if reason:
-        st.caption(f"Trying again every {RECONNECT_SECONDS} seconds. ({md(reason[0][:200])})")
+    if reason:  # it names the server's socket path or host: for the log, not the page
+        logging.getLogger(__name__).warning("The database is not answering: %s", reason[0][:300])
+    st.caption(f"Trying again every {RECONNECT_SECONDS} seconds.")
 
     @st.fragment(run_every=RECONNECT_SECONDS)
     def reconnect() -> None:
@@ -138,10 +137,22 @@ def picture_pool() -> ThreadPoolExecutor:
 
 @st.cache_resource(show_spinner=False)
 def accounts():
-    """Accounts for AUTH_MODE=password (see `db.accounts`)."""
-    from db.accounts import Accounts
+    """Accounts for AUTH_MODE=password (see `db.accounts`); on first start, the first admin's
+    account from ADMIN_PASSWORD_FILE."""
+    from db.accounts import AccountError, Accounts
 
-    return Accounts(engine(), session_hours=settings().session_hours)
+    s = settings()
+    accounts = Accounts(engine(), session_hours=s.session_hours, admins=s.admins,
+                        signups_per_hour=s.signups_per_hour, signups_per_client_per_hour=s.signups_per_ip_per_hour)
+    first_admin = next((name.strip() for name in s.admin_users.split(",") if name.strip()), None)
+    if s.auth_mode == "password" and s.admin_password_file and first_admin:
+        try:
+            if accounts.create_admin_from_file(first_admin, s.admin_password_file):
+                logging.getLogger(__name__).warning("Created the administrator %s from ADMIN_PASSWORD_FILE.",
+                                                    first_admin)
+        except AccountError as exc:
+            logging.getLogger(__name__).error("The administrator %s was not created: %s", first_admin, exc)
+    return accounts
 
 
 @st.cache_resource(show_spinner=False)

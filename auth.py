@@ -5,7 +5,7 @@
 - ``password``: accounts in PostgreSQL (`db.accounts`): sign up, sign in, sign out; the
   session token lives in the browser session's state and expires after SESSION_HOURS.
 - ``oidc``: Streamlit's `st.login`, configured in `.streamlit/secrets.toml` ([auth]); the user is
-  known by the e-mail address the identity provider vouches for.
+  known by the e-mail address the identity provider vouches for (``email_verified`` true).
 
 Each user's mail is filed under their name (the ``owner`` of every `mail/` query). Settings and
 Savings are for ADMIN_USERS only: they show every user's topics.
@@ -13,6 +13,7 @@ Savings are for ADMIN_USERS only: they show every user's topics.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import streamlit as st
@@ -41,13 +42,7 @@ def current_user() -> User | None:
     if settings.auth_mode == "none":
         return User(settings.default_owner, is_admin=True)
     if settings.auth_mode == "oidc":
-        if not st.user.is_logged_in:
-            return None
-        email = st.user.get("email")
-        if not email or st.user.get("email_verified") is False:
-            return None
-        name = str(email).strip().casefold()
-        return User(name, is_admin=name in settings.admins)
+        return oidc_user(st.user, settings.admins) if st.user.is_logged_in else None
     token = st.session_state.get(TOKEN)
     if not token:
         return None
@@ -60,6 +55,30 @@ def current_user() -> User | None:
         st.session_state["auth_notice"] = "Your session has ended; sign in again."
         return None
     return User(name, is_admin=name in settings.admins)
+
+
+def email_verified(info: Mapping[str, object]) -> bool:
+    """Whether the identity provider says the address is the user's: ``email_verified`` true
+    (a boolean, or the string some providers send); missing or anything else is not."""
+    value = info.get("email_verified")
+    return value is True or (isinstance(value, str) and value.strip().casefold() == "true")
+
+
+def oidc_user(info: Mapping[str, object], admins: frozenset[str]) -> User | None:
+    """The user an identity provider's user info names: its e-mail address, only once verified."""
+    email = str(info.get("email") or "").strip().casefold()
+    if not email or not email_verified(info):
+        return None
+    return User(email, is_admin=email in admins)
+
+
+def client_address() -> str | None:
+    """The address this browser session connects from, when Streamlit knows it (not on localhost)."""
+    try:
+        address = st.context.ip_address
+    except Exception:  # no session context (a script run outside a server)
+        return None
+    return address if isinstance(address, str) and address else None
 
 
 def require_user() -> User:
@@ -95,9 +114,17 @@ def sign_in_page() -> None:
 
 
 def _oidc_sign_in() -> None:
+    from app_state import md
+
     st.write("Sign in with your organisation's account to search your mail.")
-    if st.user.is_logged_in and not st.user.get("email"):
-        st.error("Your identity provider did not share a verified e-mail address, which this app needs.")
+    if st.user.is_logged_in:
+        if not st.user.get("email"):
+            st.error("Your identity provider did not share a verified e-mail address, which this app needs.")
+        elif not email_verified(st.user):
+            st.error(f"Your identity provider has not confirmed that {md(st.user.get('email'))} is your address, "
+                     "so this app cannot sign you in with it. Confirm the address with your provider, then sign in "
+                     "again.")
+        st.button("Sign out", on_click=st.logout, icon=":material/logout:", key="oidc_sign_out")
     try:
         configured = "auth" in st.secrets
     except FileNotFoundError:
@@ -113,6 +140,10 @@ def _password_sign_in() -> None:
     from db.accounts import AccountError
 
     settings = app_state.settings()
+    try:
+        app_state.accounts()  # on first start, the first admin's account (ADMIN_PASSWORD_FILE)
+    except DATABASE_ERRORS as exc:
+        app_state.database_down(exc)
     tabs = st.tabs(["Sign in", "Create an account"] if settings.allow_signup else ["Sign in"])
     with tabs[0]:
         with st.form("sign_in", clear_on_submit=False):
@@ -144,7 +175,7 @@ def _password_sign_in() -> None:
                     st.error("The two passwords differ.")
                 else:
                     try:
-                        session = app_state.accounts().sign_up(name, password)
+                        session = app_state.accounts().sign_up(name, password, client=client_address())
                     except AccountError as exc:
                         st.error(str(exc))
                     except DATABASE_ERRORS as exc:
@@ -183,5 +214,5 @@ def sidebar(user: User) -> None:
     if mode() == "none":
         return
     with st.sidebar:
-        st.caption(f"Signed in as **{user.name}**" + (" · admin" if user.is_admin else ""))
+        st.caption(f"Signed in as **{app_state.md(user.name)}**" + (" · admin" if user.is_admin else ""))
         st.button("Sign out", on_click=sign_out, icon=":material/logout:", key="sign_out")

@@ -155,13 +155,16 @@ def build_import_queue(settings: Settings, engine: Engine):
 
     return ImportQueue(engine, job_app(psycopg_conninfo(database_url(settings))),
                        uploads=build_upload_store(settings), secrets=build_job_secrets(settings),
-                       max_upload_mb=settings.max_upload_mb, max_message_mb=settings.max_message_mb)
+                       max_upload_mb=settings.max_upload_mb, max_message_mb=settings.max_message_mb,
+                       imap_allow_private_hosts=settings.imap_allow_private_hosts)
 
 
 def build_import_runner(settings: Settings, engine: Engine, embedder: Embedder | None):
     """What a worker imports with (see `mail.jobs_worker`)."""
     from mail.jobs_worker import ImportRunner
 
+    admins = settings.admins | ({settings.default_owner.casefold()} if settings.auth_mode == "none" else set())
     return ImportRunner(engine=engine, embedder=embedder, uploads=build_upload_store(settings),
                         secrets=build_job_secrets(settings), data_dir=settings.data_dir,
-                        max_message_mb=settings.max_message_mb, max_upload_mb=settings.max_upload_mb)
+                        max_message_mb=settings.max_message_mb, max_upload_mb=settings.max_upload_mb,
+                        imap_allow_private_hosts=settings.imap_allow_private_hosts, admins=frozenset(admins))

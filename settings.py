@@ -66,6 +66,10 @@ class Settings(BaseSettings):
     s3_upload_prefix: str = Field(
         "uploads/", description="With S3_BUCKET, uploads wait for their import under this prefix (workers on "
                                 "any machine read them there); unset S3_BUCKET: DATA_DIR/uploads.")
+    imap_allow_private_hosts: bool = Field(
+        False, description="IMAP imports may connect to this machine (loopback) and to private, link-local and "
+                           "carrier-grade NAT addresses, e.g. a local mail bridge. Off: only servers on the internet. "
+                           "Cloud metadata, multicast and reserved addresses are refused either way.")
 
     # Cache
     default_threshold: float = Field(
@@ -103,10 +107,20 @@ class Settings(BaseSettings):
                         "Settings and Savings. With AUTH_MODE=none the one local user is the admin.")
     allow_signup: bool = Field(True, description="AUTH_MODE=password: anyone may create an account.")
     session_hours: float = Field(12.0, gt=0, description="AUTH_MODE=password: a sign-in lasts this long.")
+    signups_per_hour: int | None = Field(
+        20, ge=1, description="AUTH_MODE=password: accounts that may be created in any hour, by everyone together. "
+                              "Empty: no limit.")
+    signups_per_ip_per_hour: int | None = Field(
+        5, ge=1, description="AUTH_MODE=password: accounts that may be created in any hour from one client address "
+                             "(as the app sees it; behind a proxy every user shares the proxy's). Empty: no limit.")
+    admin_password_file: Path | None = Field(
+        None, description="AUTH_MODE=password: on first start, the first name in ADMIN_USERS gets an account with "
+                          "the password in this file's first line, if it has none (never changed afterwards).")
 
     @field_validator("s3_bucket", "database_url", "job_secret_key", "openai_api_key", "openai_base_url", "s3_endpoint_url",
                      "daily_images_per_user", "daily_budget_usd", "cache_max_entries", "cache_max_age_days",
-                     "onnx_export_dir", mode="before")
+                     "onnx_export_dir", "signups_per_hour", "signups_per_ip_per_hour", "admin_password_file",
+                     mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

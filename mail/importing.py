@@ -157,10 +157,13 @@ def import_imap(engine: Engine, owner: str, *, host: str, user: str, password: s
                 port: int | None = None, security: Security = "ssl",
                 folders: str | Sequence[str] | None = "INBOX", embedder=None,
                 progress: ProgressCallback | None = None, max_message_mb: float | None = None,
-                ssl_context=None, timeout: float = 30.0, on_batch: BatchCallback | None = None) -> ImportSummary:
+                ssl_context=None, timeout: float = 30.0, on_batch: BatchCallback | None = None,
+                allow_private_hosts: bool = False) -> ImportSummary:
     """Import IMAP folders (read-only; nothing is marked read), continuing from where the
     previous import of the same account stopped. "plain" is refused for hosts other than
-    localhost. The password is used for the login only and appears in no error."""
+    localhost; a host on this machine or a private network needs ``allow_private_hosts``
+    (checked when connecting, see `mail.sources.resolve_imap_host`). The password is used for
+    the login only and appears in no error."""
     host, user, port = check_imap(host=host, user=user, password=password, port=port, security=security)
     scheme = "imaps" if security == "ssl" else "imap"
     account = imap_account(f"{scheme}://{host}:{port}/", user)
@@ -169,7 +172,8 @@ def import_imap(engine: Engine, owner: str, *, host: str, user: str, password: s
     limits = Limits(max_message_bytes=int(max_message_mb * 2**20)) if max_message_mb else None
     with ImapSource(host, port, user=user, password=password, security=security,
                     folders=parse_folders(folders), state=state, ssl_context=ssl_context,
-                    timeout=timeout, limits=limits) as source, reporting_outages():
+                    timeout=timeout, limits=limits, allow_private_hosts=allow_private_hosts) as source, \
+            reporting_outages():
         return import_messages(engine, owner, source, embedder=embedder, progress=progress, account=account,
                                on_batch=on_batch)
 

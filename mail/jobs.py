@@ -29,7 +29,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from mail.importing import Security, check_imap, parse_folders
-from mail.sources import open_upload
+from mail.sources import open_upload, resolve_imap_host
 from mail.types import ImportRefused, ImportSummary, MailError
 
 __all__ = [
@@ -220,8 +220,10 @@ class ImportQueue:
     """The app's side of the imports: enqueue, list, cancel. Every call is scoped to an owner."""
 
     def __init__(self, engine: Engine, app, *, uploads, secrets: JobSecrets,
-                 max_upload_mb: float | None = None, max_message_mb: float | None = None) -> None:
+                 max_upload_mb: float | None = None, max_message_mb: float | None = None,
+                 imap_allow_private_hosts: bool = False) -> None:
         self.engine = engine
+        self.imap_allow_private_hosts = imap_allow_private_hosts
         self.app = app
         self.uploads = uploads
         self.secrets = secrets
@@ -266,8 +268,11 @@ class ImportQueue:
 
     def enqueue_imap(self, owner: str, *, host: str, user: str, password: str, port: int | None = None,
                      security: Security = "ssl", folders: str | Sequence[str] | None = "INBOX") -> ImportJob:
-        """Queue an IMAP import; the password is kept encrypted in the import's row until it ends."""
+        """Queue an IMAP import; the password is kept encrypted in the import's row until it ends.
+        A host an import may not reach is refused here already (the worker checks again when it
+        connects: the name may resolve differently by then)."""
         host, user, port = check_imap(host=host, user=user, password=password, port=port, security=security)
+        resolve_imap_host(host, port, allow_private_hosts=self.imap_allow_private_hosts)
         params = {"host": host, "port": port, "security": security, "user": user,
                   "folders": parse_folders(folders)}
         return self._enqueue(owner, "imap", f"{user}@{host}", params, secret=self.secrets.encrypt(password))

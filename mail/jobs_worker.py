@@ -23,6 +23,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from mail import importing
 from mail.jobs import MAX_STORED_FAILURES, QUEUE, TASK_NAME, JobSecrets, job_app, remove_uploads
+from mail.sources import error_detail
 from mail.store import BatchReport
 from mail.types import ImportRefused, MailError
 
@@ -61,6 +62,11 @@ class ImportRunner:
     max_upload_mb: float | None = None
     imap_timeout: float = 30.0
     imap_ssl_context: Any = None
+    imap_allow_private_hosts: bool = False
+    """IMAP servers on this machine or a private network may be imported from (checked at connect)."""
+    admins: frozenset[str] = frozenset()
+    """Owners (casefolded) who may read what a server answered when their import failed; others
+    read a sentence that repeats nothing the server sent (the whole story is logged)."""
 
     def run(self, import_id: int, *, attempts: int = 0, should_abort=lambda: False) -> str:
         """Run one import to its end; returns its final status. Raises `_Interrupted` when it
@@ -90,7 +96,11 @@ class ImportRunner:
             self._finish(import_id, attempt, "failed", str(error), row.params)
             return "failed"
         except MailError as error:
-            self._finish(import_id, attempt, "failed", str(error), row.params)
+            detail = error_detail(error)
+            if detail != str(error):
+                log.warning("Import %s failed: %s", import_id, detail)
+            shown = detail if row.owner.casefold() in self.admins else str(error)
+            self._finish(import_id, attempt, "failed", shown, row.params)
             return "failed"
         except (OperationalError, InterfaceError):
             raise
@@ -156,7 +166,7 @@ class ImportRunner:
                 self.engine, owner, host=params["host"], port=params["port"], security=params["security"],
                 user=params["user"], password=password, folders=params["folders"],
                 max_message_mb=self.max_message_mb, ssl_context=self.imap_ssl_context,
-                timeout=self.imap_timeout, **options)
+                timeout=self.imap_timeout, allow_private_hosts=self.imap_allow_private_hosts, **options)
         options["skip"] = row.done  # files are read again from the start; the first `done` were stored
         if row.kind == "upload":
             files = [(entry["name"], self._saved(entry)) for entry in params["files"]]
@@ -175,9 +185,10 @@ class ImportRunner:
         try:
             return self.uploads.get(entry["key"])
         except BlobNotFound:
+            log.warning("The upload %s (%s) is not in %r.", entry["key"], entry["name"], self.uploads)
             raise ImportRefused(
-                f"The uploaded file {entry['name']} is not where this worker looks ({self.uploads!r}). Workers on "
-                "other machines need S3_BUCKET (uploads are kept there); upload it again.") from None
+                f"The uploaded file {entry['name']} is not where this worker looks. Workers on other "
+                "machines need S3_BUCKET (uploads are kept there); upload it again.") from None
         except BlobStoreError as error:
             raise importing.ImportStopped(f"The uploaded file {entry['name']} could not be read ({error}).") from None
 

@@ -24,16 +24,23 @@ Decisions worth knowing:
 - The excerpt trims replies, not forwards: quoted lines, "On ... wrote:" lines and everything
   after "-----Original Message-----" go (unless the subject says it is a forward), as do
   signatures, mobile footers and mailing-list footers; forwarded text stays.
+- Hostile input costs time in proportion to its size. Headers are cut before anything reads
+  them (Date at 256 characters, Message-IDs at 1,000, any other at 20,000; the standard
+  library's parsers, quadratic on hostile headers, see at most 2,000). No pattern rescans the
+  rest of the text per match: PGP armour, comments, end tags and footers are found in one pass.
 """
 
 from __future__ import annotations
 
 import binascii
 import codecs
+import contextvars
 import email
 import email.utils
+import functools
 import hashlib
 import re
+from bisect import bisect_left
 from datetime import datetime, timedelta, timezone
 from email import policy
 from email.message import Message
@@ -50,7 +57,17 @@ EXCERPT_CHARS = 1000
 ENCRYPTED_NOTE = "[This message is encrypted; its text cannot be read without the key.]"
 
 _MAX_DEPTH = 30
+_MAX_DETECTIONS = 16
+"""How many times one message may ask the charset detector (about a millisecond each): a
+message of thousands of raw 8-bit names or parts gets UTF-8 or cp1252 for the rest."""
+_detections_left: contextvars.ContextVar[int] = contextvars.ContextVar("detections_left", default=_MAX_DETECTIONS)
 _MAX_HEADER_CHARS = 20_000
+"""No header is read past this many characters (each one byte of the message)."""
+_MAX_PARSED_HEADER_CHARS = 2_000
+"""The standard library's structured-header parsers slow down with the square of a hostile
+header's length; they see at most this much of one header, and longer subjects and address
+lists are read by the lenient decoders here, which are linear."""
+_HEADER_CAPS = {"date": 256, "message-id": 1_000, "in-reply-to": 1_000, "content-id": 1_000}
 _FUTURE_SLACK = timedelta(days=2)
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -126,6 +143,7 @@ def parse_message(raw: bytes) -> ParsedMessage:
         raise TypeError(f"parse_message takes the message's bytes, not {type(raw).__name__}")
     raw = bytes(raw)
     _refuse_non_mail(raw)
+    budget = _detections_left.set(_MAX_DETECTIONS)
     try:
         return _parse(raw)
     except ParseError:
@@ -137,6 +155,8 @@ def parse_message(raw: bytes) -> ParsedMessage:
             f"The message could not be read (internal error {type(exc).__name__}: {exc}); "
             "it was skipped, please report it."
         ) from exc
+    finally:
+        _detections_left.reset(budget)
 
 
 def _refuse_non_mail(raw: bytes) -> None:
@@ -156,8 +176,28 @@ def _refuse_non_mail(raw: bytes) -> None:
         )
 
 
+class _CappedPolicy(policy.EmailPolicy):
+    """`policy.default`, with each header cut to `_MAX_PARSED_HEADER_CHARS` before it is parsed,
+    and parsed once: the package parses a part's Content-Type anew for every question asked of
+    it, and a hostile part asks the same header the same question many times."""
+
+    def header_fetch_parse(self, name, value):  # type: ignore[no-untyped-def]
+        if hasattr(value, "name"):
+            return value
+        value = value.replace("\r", "").replace("\n", "")
+        return _parsed_header(self, name, value[:_MAX_PARSED_HEADER_CHARS])
+
+
+@functools.lru_cache(maxsize=512)
+def _parsed_header(capped: policy.EmailPolicy, name: str, value: str):  # type: ignore[no-untyped-def]
+    return policy.EmailPolicy.header_fetch_parse(capped, name, value)
+
+
+_POLICY = _CappedPolicy()
+
+
 def _parse(raw: bytes) -> ParsedMessage:
-    msg = email.message_from_bytes(raw, policy=policy.default)
+    msg = email.message_from_bytes(raw, policy=_POLICY)
     warnings: list[str] = []
     if not msg.keys():
         raise ParseError(
@@ -231,7 +271,8 @@ def _guess(data: bytes) -> str:
     high = len(sample) - len(sample.decode("latin-1").encode("ascii", "ignore"))
     # A detector needs material: on a few bytes it guesses wildly, so short or mostly-ASCII
     # text (a name, a pound sign in a subject) is cp1252.
-    if high >= 32 and high > 0.2 * len(sample):
+    if high >= 32 and high > 0.2 * len(sample) and (left := _detections_left.get()) > 0:
+        _detections_left.set(left - 1)
         try:
             from charset_normalizer import from_bytes
 
@@ -330,10 +371,12 @@ def _decode_words(value: str) -> str:
 
 
 def _raw_header(msg: Message, name: str) -> str:
-    """The first raw value of a header, unfolded, with 8-bit bytes as surrogate escapes."""
+    """The first raw value of a header, cut to its cap and unfolded, with 8-bit bytes as
+    surrogate escapes."""
     for key, value in msg.raw_items():
         if key.lower() == name:
-            return _FOLD.sub("", value) if isinstance(value, str) else str(value)
+            value = value if isinstance(value, str) else str(value)
+            return _FOLD.sub("", value[: _HEADER_CAPS.get(name, _MAX_HEADER_CHARS)])
     return ""
 
 
@@ -341,7 +384,7 @@ def _text_header(msg: Message, name: str, warnings: list[str]) -> str:
     raw = _raw_header(msg, name)
     if not raw:
         return ""
-    if len(raw) <= _MAX_HEADER_CHARS and not _SURROGATES.search(raw):
+    if len(raw) <= _MAX_PARSED_HEADER_CHARS and not _SURROGATES.search(raw):
         try:
             value = str(msg[name])
         except Exception:
@@ -369,7 +412,7 @@ def _address_pairs(msg: Message, name: str, warnings: list[str]) -> list[tuple[s
         return []
     pairs: list[tuple[str, str]] = []
     parsed = False
-    if len(raw) <= _MAX_HEADER_CHARS:
+    if len(raw) <= _MAX_PARSED_HEADER_CHARS:
         try:
             header = msg[name]
             for address in header.addresses:
@@ -378,7 +421,11 @@ def _address_pairs(msg: Message, name: str, warnings: list[str]) -> list[tuple[s
         except Exception:
             warnings.append(f"header: {name} could not be parsed, read leniently")
     if not parsed:
-        pairs = [(n, a) for n, a in email.utils.getaddresses([_decode_words(raw)])]
+        try:
+            pairs = [(n, a) for n, a in email.utils.getaddresses([_decode_words(raw)])]
+        except RecursionError:  # thousands of nested comments or groups
+            warnings.append(f"header: {name} is nested too deeply to be read")
+            return []
     cleaned: list[tuple[str, str]] = []
     for display, addr in pairs:
         display = _collapse(_fix_surrogates(display)).strip("\"' ")
@@ -397,7 +444,10 @@ def _sender(msg: Message, warnings: list[str]) -> tuple[str, str]:
             display, addr = pairs[0]
             if not display:
                 # "addr (Full Name)": the old comment form carries the name only as a comment.
-                comment_name, _ = email.utils.parseaddr(_decode_words(_raw_header(msg, name)))
+                try:
+                    comment_name, _ = email.utils.parseaddr(_decode_words(_raw_header(msg, name)))
+                except RecursionError:
+                    comment_name = ""
                 if comment_name and "@" not in comment_name:
                     display = _collapse(comment_name)
             if name == "sender":
@@ -472,6 +522,7 @@ _D_NUMERIC = re.compile(r"\b(\d{1,2})([./])(\d{1,2})[./](\d{4}|\d{2})\b")
 _T_TIME = re.compile(r"\b(\d{1,2}):(\d{2})(?::(\d{2}))?(?:[.,]\d+)?\s*([AaPp]\.?[Mm]\b\.?)?")
 _AM_PM = re.compile(r"\d\s*[AaPp]\.?[Mm]\b")
 _T_ZONE = re.compile(r"(?:^|\s)([+-])(\d{2}):?(\d{2})\b|\b([A-Z]{1,5})\b")
+_ZONE_WORD = re.compile(r"\b([A-Z]{2,5})\s*(\(|$)")
 
 
 def _date(raw: str, warnings: list[str]) -> datetime | None:
@@ -494,8 +545,8 @@ def _date(raw: str, warnings: list[str]) -> datetime | None:
         return None
     if value.tzinfo is None:
         # No zone, "-0000", or a zone name parsedate does not know (CEST, JST...).
-        zone = re.search(r"\b([A-Z]{2,5})\s*(?:\(.*\))?$", raw)
-        minutes = _ZONES.get(zone.group(1), 0) if zone else 0
+        zone = _trailing_zone(raw)
+        minutes = _ZONES.get(zone, 0) if zone else 0
         value = value.replace(tzinfo=timezone(timedelta(minutes=minutes)))
     try:
         value = value.astimezone(timezone.utc)
@@ -506,6 +557,27 @@ def _date(raw: str, warnings: list[str]) -> datetime | None:
         warnings.append("date: implausible Date ignored")
         return None
     return value
+
+
+def _trailing_zone(text: str) -> str | None:
+    """The first capitalised word of 2 to 5 letters that ends the date, or that only a
+    parenthesised comment running to the end follows: "... 10:00 CEST (Central Europe)"."""
+    commented = text.endswith(")")
+    for m in _ZONE_WORD.finditer(text):
+        if not m.group(2) or commented:
+            return m.group(1)
+    return None
+
+
+def _without_comments(text: str) -> str:
+    """Each "(" up to the next ")" becomes a space; an unclosed "(" stays."""
+    out: list[str] = []
+    pos = 0
+    while (start := text.find("(", pos)) >= 0 and (end := text.find(")", start)) >= 0:
+        out += [text[pos:start], " "]
+        pos = end + 1
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _year(text: str) -> int:
@@ -523,7 +595,7 @@ def _month(name: str) -> int | None:
 def _lenient_date(raw: str) -> datetime | None:
     """Dates that `parsedate_to_datetime` refuses: ISO 8601, "22.08.2002 10:13", "August 22, 2002",
     foreign month names, zone names like CEST. Returns None rather than guess a missing part."""
-    text = re.sub(r"\([^)]*\)", " ", raw)
+    text = _without_comments(raw)
     ymd: tuple[int, int, int] | None = None
     used: list[tuple[int, int]] = []
     if m := _D_ISO.search(text):
@@ -533,10 +605,13 @@ def _lenient_date(raw: str) -> datetime | None:
         ymd = (_year(m.group(3)), month, int(m.group(1)))
         used.append(m.span())
     if ymd is None:
+        years = list(_D_YEAR.finditer(text))
+        starts = [y.start() for y in years]
         for m in _D_MD_NAME.finditer(text):
             month = _month(m.group(1))
-            year = _D_YEAR.search(text, m.end())
-            if month and year:
+            at = bisect_left(starts, m.end())
+            if month and at < len(years):
+                year = years[at]
                 ymd = (int(year.group(1)), month, int(m.group(2)))
                 used += [m.span(), year.span()]
                 break
@@ -723,6 +798,12 @@ def _param(part: Message, name: str, header: str = "content-type") -> str:
     return _fix_surrogates(str(value)).strip()
 
 
+# A charset holds no "=" or blank, so an attempt stops at the next "name*=" instead of
+# running on to the end of the header.
+_RFC2231_NAME = re.compile(r"(?i)\b(?:file)?name\*(?:0\*)?\s*=\s*\"?([^'\";=\s]*)'[^']*'([^\";\s]*)")
+_PLAIN_NAME = re.compile(r"(?i)\b(?:file)?name\s*=\s*(\"[^\"]*\"|[^;\s]+)")
+
+
 def _filename(part: Message) -> str | None:
     try:
         name = part.get_filename()
@@ -730,7 +811,7 @@ def _filename(part: Message) -> str | None:
         name = None
     if name is None or "\ufffd" in name or _SURROGATES.search(name):
         raw = _raw_header(part, "content-disposition") + ";" + _raw_header(part, "content-type")
-        m = re.search(r"(?i)\b(?:file)?name\*(?:0\*)?\s*=\s*\"?([^'\";]*)'[^']*'([^\";\s]*)", raw)
+        m = _RFC2231_NAME.search(raw)
         if m:
             data = unquote_to_bytes(m.group(2).encode("utf-8", "surrogateescape"))
             codec = _codec(m.group(1))
@@ -739,7 +820,7 @@ def _filename(part: Message) -> str | None:
             except (UnicodeDecodeError, LookupError, ValueError):
                 name = _guess(data)
         elif name is None:
-            m = re.search(r"(?i)\b(?:file)?name\s*=\s*(\"[^\"]*\"|[^;\s]+)", raw)
+            m = _PLAIN_NAME.search(raw)
             name = m.group(1).strip('"') if m else None
     if name is not None:
         name = _collapse(_decode_words(_fix_surrogates(name)) if "=?" in name else _fix_surrogates(name))
@@ -754,7 +835,7 @@ def _is_flowed(part: Message) -> bool:
 def _unflow(text: str, delsp: bool) -> str:
     """RFC 3676: join soft-broken lines (ending in a space) of format=flowed text."""
     out: list[str] = []
-    buffer = ""
+    buffer: list[str] = []  # the pieces of the paragraph being joined
     buffer_depth = -1
     for line in text.splitlines():
         depth = len(line) - len(line.lstrip(">"))
@@ -762,17 +843,19 @@ def _unflow(text: str, delsp: bool) -> str:
         if content.startswith(" "):
             content = content[1:]
         if buffer and depth != buffer_depth:
-            out.append(">" * buffer_depth + (" " if buffer_depth else "") + buffer)
-            buffer = ""
+            out.append(">" * buffer_depth + (" " if buffer_depth else "") + "".join(buffer))
+            buffer = []
         buffer_depth = depth
         if content.endswith(" ") and content != "-- ":
-            buffer += content[:-1] if delsp else content
+            piece = content[:-1] if delsp else content
+            if piece:
+                buffer.append(piece)
             continue
-        buffer += content
-        out.append(">" * depth + (" " if depth else "") + buffer)
-        buffer = ""
+        buffer.append(content)
+        out.append(">" * depth + (" " if depth else "") + "".join(buffer))
+        buffer = []
     if buffer:
-        out.append(">" * buffer_depth + (" " if buffer_depth else "") + buffer)
+        out.append(">" * buffer_depth + (" " if buffer_depth else "") + "".join(buffer))
     return "\n".join(out)
 
 
@@ -783,11 +866,10 @@ def _join_segments(segments: list[_Segment]) -> tuple[str, bool]:
     return "\n\n".join(s.text.strip("\n") for s in texts), texts[0].html
 
 
-_PGP_SIGNED = re.compile(
-    r"^-----BEGIN PGP SIGNED MESSAGE-----[ \t]*\n(?:[A-Za-z-]+:[^\n]*\n)*[ \t]*\n"
-    r"(.*?)\n?^-----BEGIN PGP SIGNATURE-----.*?^-----END PGP SIGNATURE-----[ \t]*$",
-    re.MULTILINE | re.DOTALL,
-)
+_PGP_BEGIN_SIGNED = "-----BEGIN PGP SIGNED MESSAGE-----"
+_PGP_SIGNATURE_LINE = re.compile(r"^-----BEGIN PGP SIGNATURE-----", re.MULTILINE)
+_PGP_END_SIGNATURE_LINE = re.compile(r"^-----END PGP SIGNATURE-----[ \t]*$", re.MULTILINE)
+_PGP_ARMOR_HEADER = re.compile(r"[A-Za-z-]+:")
 _PGP_MESSAGE = re.compile(
     r"^-----BEGIN PGP MESSAGE-----.*?(?:^-----END PGP MESSAGE-----[ \t]*$|\Z)",
     re.MULTILINE | re.DOTALL,
@@ -798,19 +880,63 @@ def _strip_inline_pgp(body: str, warnings: list[str]) -> tuple[str, bool]:
     if "-----BEGIN PGP" not in body:
         return body, False
     body = body.replace("\r\n", "\n")
-    signed = False
-
-    def unarmour(m: re.Match[str]) -> str:
-        nonlocal signed
-        signed = True
-        return re.sub(r"^- ", "", m.group(1), flags=re.MULTILINE)
-
-    body = _PGP_SIGNED.sub(unarmour, body)
+    body, signed = _unarmour_signed(body)
     if "-----BEGIN PGP MESSAGE-----" in body:
         body, count = _PGP_MESSAGE.subn(ENCRYPTED_NOTE, body)
         if count:
             warnings.append("encrypted: inline PGP encrypted text cannot be read")
     return body, signed
+
+
+def _unarmour_signed(body: str) -> tuple[str, bool]:
+    """Each clear-signed block (the BEGIN line, its armour headers, a blank line, the text, the
+    signature) becomes its text with the "- " escapes removed. One pass: the signature lines are
+    found once, and each BEGIN line looks up the first that follows it."""
+    signatures = [m.start() for m in _PGP_SIGNATURE_LINE.finditer(body)]
+    ends = [m.span() for m in _PGP_END_SIGNATURE_LINE.finditer(body)]
+    out: list[str] = []
+    pos = 0  # everything before pos is done
+    search = 0
+    while (begin := body.find(_PGP_BEGIN_SIGNED, search)) >= 0:
+        search = begin + 1
+        if begin and body[begin - 1] != "\n":
+            continue
+        text_start = _clear_signed_text_start(body, begin + len(_PGP_BEGIN_SIGNED))
+        if text_start is None:
+            continue
+        at = bisect_left(signatures, text_start)
+        if at == len(signatures):
+            break  # no signature follows this BEGIN line, nor any later one
+        signature = signatures[at]
+        after = bisect_left(ends, (signature + 1, 0))
+        if after == len(ends):
+            break
+        text_end = signature - 1 if signature > text_start and body[signature - 1] == "\n" else signature
+        out += [body[pos:begin], re.sub(r"^- ", "", body[text_start:text_end], flags=re.MULTILINE)]
+        pos = search = ends[after][1]
+    if not out:
+        return body, False
+    out.append(body[pos:])
+    return "".join(out), True
+
+
+def _clear_signed_text_start(body: str, pos: int) -> int | None:
+    """Where the text starts after a BEGIN line's marker at pos: past the rest of that line (only
+    blanks), the armour headers ("Hash: SHA256") and one blank line; None if they are not there."""
+    line_end = body.find("\n", pos)
+    if line_end < 0 or body[pos:line_end].strip(" \t"):
+        return None
+    pos = line_end + 1
+    while True:
+        line_end = body.find("\n", pos)
+        if line_end < 0:
+            return None
+        line = body[pos:line_end]
+        if not line.strip(" \t"):
+            return line_end + 1
+        if not _PGP_ARMOR_HEADER.match(line):
+            return None
+        pos = line_end + 1
 
 
 def _tidy(text: str) -> str:
@@ -862,12 +988,60 @@ def html_to_text(html: str) -> str:
     return _HtmlText().render(root)
 
 
+_CRUDE_DROPPED = re.compile(r"(?i)<(?:(!--)|(script|style|head|title)\b)")
+_CRUDE_CLOSERS = {
+    name: re.compile(rf"(?i)</{name}\s*>") for name in ("script", "style", "head", "title")
+}
+_CRUDE_BREAK = re.compile(r"(?i)<(?:br|/p|/div|/li|/tr|/h\d)\b[^>]*>")
+_CRUDE_TAG = re.compile(r"<[^>]*>")
+
+
 def _crude_text(html: str) -> str:
     """Tag stripping for HTML that libxml2 gives up on (nested past its depth limit)."""
-    text = re.sub(r"(?is)<(script|style|head|title)\b.*?</\1\s*>|<!--.*?-->", " ", html)
-    text = re.sub(r"(?i)<(?:br|/p|/div|/li|/tr|/h\d)\b[^>]*>", "\n", text)
-    text = _html_unescape(re.sub(r"<[^>]*>", " ", text))
+    text = _drop_scripts_and_comments(html)
+    text = _before_last_gt(_CRUDE_BREAK, "\n", text)
+    text = _html_unescape(_before_last_gt(_CRUDE_TAG, " ", text))
     return _tidy("\n".join(_collapse(line) for line in text.split("\n")))
+
+
+def _drop_scripts_and_comments(html: str) -> str:
+    """Each <script>, <style>, <head> or <title> up to its end tag, and each comment, becomes a
+    space. An opening with no end after it stays, and so does every later one of its kind, so
+    the text is scanned once."""
+    out: list[str] = []
+    pos = 0
+    search = 0
+    unclosed: set[str] = set()
+    while m := _CRUDE_DROPPED.search(html, search):
+        kind = "!--" if m.group(1) else m.group(2).lower()
+        search = m.start() + 1
+        if kind in unclosed:
+            continue
+        if kind == "!--":
+            close = html.find("-->", m.end())
+            end = close + 3 if close >= 0 else -1
+        else:
+            closer = _CRUDE_CLOSERS[kind].search(html, m.end())
+            end = closer.end() if closer else -1
+        if end < 0:
+            unclosed.add(kind)
+            continue
+        out += [html[pos : m.start()], " "]
+        pos = search = end
+    out.append(html[pos:])
+    return "".join(out)
+
+
+def _before_last_gt(pattern: re.Pattern[str], repl: str, text: str) -> str:
+    """`pattern.sub` for a pattern that runs from "<" to the next ">": applied only up to the last
+    ">", where every such run ends, so no attempt rescans the rest of the text."""
+    cut = text.rfind(">") + 1
+    return pattern.sub(repl, text[:cut]) + text[cut:]
+
+
+_MAX_QUOTE_MARKS = 20
+"""Blockquotes nested deeper still get 20 "> " marks: thousands of nested quotes must not write
+thousands of marks on every line (quadratic text from linear HTML)."""
 
 
 class _HtmlText:
@@ -914,7 +1088,7 @@ class _HtmlText:
                 self.flush()
             if tag == "pre":
                 for line in etree.tostring(el, method="text", encoding="unicode", with_tail=False).split("\n"):
-                    self.lines.append("> " * self.quote + line.rstrip())
+                    self.lines.append("> " * min(self.quote, _MAX_QUOTE_MARKS) + line.rstrip())
                 self.paragraph()
                 continue
             if tag == "blockquote":
@@ -945,15 +1119,15 @@ class _HtmlText:
         text = _collapse(_INVISIBLE.sub("", "".join(self.line).replace("\xa0", " ")))
         self.line = []
         if text or self.prefix:
-            self.lines.append("> " * self.quote + self.prefix + text)
+            self.lines.append("> " * min(self.quote, _MAX_QUOTE_MARKS) + self.prefix + text)
             self.prefix = ""
         elif force and self.lines and self.lines[-1].strip("> "):
-            self.lines.append("> " * self.quote)
+            self.lines.append("> " * min(self.quote, _MAX_QUOTE_MARKS))
 
     def paragraph(self) -> None:
         self.flush()
         if self.lines and self.lines[-1].strip("> "):
-            self.lines.append("> " * self.quote)
+            self.lines.append("> " * min(self.quote, _MAX_QUOTE_MARKS))
 
 
 def _hidden(el: object) -> bool:
@@ -966,29 +1140,31 @@ def _hidden(el: object) -> bool:
 
 # ---------------------------------------------------------------- excerpt
 
+# The line patterns below are matched against lines with their leading blanks stripped
+# (str.lstrip strips what \s matches): a regex's leading \s* would backtrack over them.
 _ATTRIBUTION = re.compile(
-    r"^\s*(?:(?:On|Am|Le|El|Il|Op|Em|W dniu)\s.{0,250}?)?"
+    r"(?:(?:On|Am|Le|El|Il|Op|Em|W dniu)\s.{0,250}?)?"
     r"(?:wrote|writes|schrieb|a écrit|escribió|ha scritto|schreef|escreveu|napisał)\s*:\s*$",
     re.IGNORECASE,
 )
-_ON_START = re.compile(r"^\s*(?:On|Am|Le|El|Il|Op)\s", re.IGNORECASE)
+_ON_START = re.compile(r"(?:On|Am|Le|El|Il|Op)\s", re.IGNORECASE)
 _REPLY_MARKER = re.compile(
-    r"^\s*(?:-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Message d'origine|Mensaje original)\s*-{2,}"
+    r"(?:-{2,}\s*(?:Original Message|Ursprüngliche Nachricht|Message d'origine|Mensaje original)\s*-{2,}"
     r"|_{20,}\s*$(?=\n\s*(?:From|Von|De):)|From:\s.*\n\s*Sent:\s)",
     re.IGNORECASE | re.MULTILINE,
 )
 _FORWARD_MARKER = re.compile(
-    r"^\s*(?:-{2,}\s*Forwarded (?:message|by)|Begin forwarded message:|-{2,}\s*Weitergeleitete Nachricht)",
+    r"(?:-{2,}\s*Forwarded (?:message|by)|Begin forwarded message:|-{2,}\s*Weitergeleitete Nachricht)",
     re.IGNORECASE,
 )
 _FORWARD_SUBJECT = re.compile(r"^\s*(?:\[[^\]]*\]\s*)?(?:fwd?|wg|tr|rv|fw)\s*:", re.IGNORECASE)
 _MOBILE_FOOTER = re.compile(
-    r"^\s*(?:Sent from my \w+|Sent from (?:Mail|Yahoo Mail|Outlook|Gmail|my mobile)\b|"
+    r"(?:Sent from my \w+|Sent from (?:Mail|Yahoo Mail|Outlook|Gmail|my mobile)\b|"
     r"Get Outlook for (?:iOS|Android)|Sent with (?:ProtonMail|Proton Mail|BlackBerry)|"
     r"Von meinem \w+ gesendet|Envoyé de mon \w+)",
     re.IGNORECASE,
 )
-_RULE = re.compile(r"^\s*(?:_{20,}|-{20,}|={20,})\s*$")
+_RULE = re.compile(r"(?:_{20,}|-{20,}|={20,})\s*$")
 _LIST_FOOTER = re.compile(
     r"mailing list|listinfo|unsubscribe|mailman|list-?help|sponsored by|@lists?\.|yahoo! groups",
     re.IGNORECASE,
@@ -1015,8 +1191,10 @@ def _trim_replies(body: str, forward: bool) -> str:
     lines = body.split("\n")
     out: list[str] = []
     skipping = False  # inside a signature or footer, until a forwarded message begins
+    footer_from = -1  # a rule at or after this line has few enough lines after it to be a footer
     for i, line in enumerate(lines):
-        if _FORWARD_MARKER.match(line):
+        lead = line.lstrip()
+        if _FORWARD_MARKER.match(lead):
             skipping = False
             out.append(line)
             continue
@@ -1025,25 +1203,40 @@ def _trim_replies(body: str, forward: bool) -> str:
         stripped = line.strip()
         if stripped.startswith(">") or stripped.startswith("|>"):
             continue
-        if not forward and _REPLY_MARKER.match("\n".join(lines[i : i + 3])):
+        if not forward and _REPLY_MARKER.match("\n".join(lines[i : i + 3]).lstrip()):
             break
-        if _ATTRIBUTION.match(line) and _quote_follows(lines, i + 1):
+        if _ATTRIBUTION.match(lead) and _quote_follows(lines, i + 1):
             continue
-        if _ON_START.match(line) and i + 1 < len(lines) and _ATTRIBUTION.match(lines[i + 1]) and _quote_follows(lines, i + 2):
+        if (_ON_START.match(lead) and i + 1 < len(lines) and _ATTRIBUTION.match(lines[i + 1].lstrip())
+                and _quote_follows(lines, i + 2)):
             continue
-        if line.rstrip() in ("--", "-- ") or line == "-- " or _MOBILE_FOOTER.match(line):
+        if line.rstrip() in ("--", "-- ") or line == "-- " or _MOBILE_FOOTER.match(lead):
             skipping = True
             continue
-        if _RULE.match(line):
-            rest = [r for r in lines[i + 1 :] if r.strip()]
-            if len(rest) <= 15 and _LIST_FOOTER.search("\n".join(rest)):
-                skipping = True
-                continue
+        if _RULE.match(lead):
+            if footer_from < 0:
+                footer_from = _footer_start(lines)
+            if i >= footer_from:
+                rest = [r for r in lines[i + 1 :] if r.strip()]
+                if _LIST_FOOTER.search("\n".join(rest)):
+                    skipping = True
+                    continue
         out.append(line)
     # A bare list footer at the very end ("http://.../mailman/listinfo/fork").
     while out and (not out[-1].strip() or (len(out[-1]) < 120 and _LIST_FOOTER.search(out[-1]))):
         out.pop()
     return "\n".join(out).strip()
+
+
+def _footer_start(lines: list[str], most: int = 15) -> int:
+    """The first index with at most `most` non-blank lines after it."""
+    seen = 0  # non-blank lines after i
+    for i in range(len(lines) - 1, -1, -1):
+        if seen > most:
+            return i + 1
+        if lines[i].strip():
+            seen += 1
+    return 0
 
 
 def _quote_follows(lines: list[str], start: int) -> bool:

@@ -27,6 +27,9 @@ MAX_FTS_CHARS = 500
 MAX_TOPIC_CHARS = 500
 MAX_VALUE_CHARS = 200
 """Longest operator value or single word kept."""
+_MAX_RAW_QUERY_CHARS = MAX_QUERY_CHARS + 100
+"""What is cleaned of a longer input, before it is cut to `MAX_QUERY_CHARS`: a pasted book costs
+no more than a long query. Cleaning never shortens the text, so the cut keeps its meaning."""
 
 _TEXT_OPERATORS = {"from": "senders", "to": "recipients", "subject": "subjects"}
 _DATE_OPERATORS = {"after", "before"}
@@ -103,7 +106,7 @@ def parse_query(text: str, *, today: date | None = None) -> Query:
     leave no day that could match.
     """
     today = today or date.today()
-    text = _clean(text)[:MAX_QUERY_CHARS]
+    text = _clean(str(text)[:_MAX_RAW_QUERY_CHARS])[:MAX_QUERY_CHARS]
     terms: list[tuple[str, str]] = []  # ("word" | "phrase" | "-word" | "-phrase", text), in order
     values: dict[str, list[str]] = {name: [] for name in _TEXT_OPERATORS.values()}
     afters: list[date] = []
@@ -204,7 +207,7 @@ class _Tokens:
                 if phrase:
                     return "phrase", phrase
                 continue
-            if self.text.startswith('-"', self.pos) and '"' in self.text[self.pos + 2:]:
+            if self.text.startswith('-"', self.pos) and self.text.find('"', self.pos + 2) >= 0:
                 self.pos += 1
                 phrase = self._quoted()
                 if phrase:

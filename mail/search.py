@@ -4,7 +4,6 @@ the two rankings are fused with reciprocal rank fusion."""
 
 from __future__ import annotations
 
-import html
 import re
 import time
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from sqlalchemy import Engine, text
 from mail.query import Query, parse_query
 from mail.store import mail_space
 from mail.types import SearchHit
+from markup import html_text
 from semcache.cache import vector_literal
 
 RRF_K = 60
@@ -82,14 +82,10 @@ def _like(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-# Markdown's punctuation (and ":" and ".", so no URL is read as Markdown source) as character
-# references: the same text in HTML, and no image, link, emphasis or math when a page renders the
-# snippet through Markdown. Mail is not markup.
-_MARKDOWN_INERT = str.maketrans({c: f"&#{ord(c)};" for c in "\\`*_[]()!~|$#{}:."})
-
-
 def _escaped(text: str) -> str:
-    return html.escape(" ".join(text.split()), quote=False).translate(_MARKDOWN_INERT)
+    """Mail is not markup: the same text in HTML, and no image, link, bare link, icon, emphasis or
+    math when a page renders the snippet through Markdown (see `markup`)."""
+    return html_text(text)
 
 
 def _snippet(raw: str | None) -> str:

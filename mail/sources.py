@@ -29,15 +29,19 @@ quoting is left as it is, as `mailbox.mbox` does.
 from __future__ import annotations
 
 import base64
+import bisect
 import imaplib
 import io
 import ipaddress
 import mmap
 import os
 import re
+import socket
 import ssl
 import stat
+import struct
 import zipfile
+import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +55,7 @@ from mail.types import ImportRefused, MailError, RawMessage
 __all__ = [
     "EmlFileSource",
     "EmlFolderSource",
+    "ImapRefused",
     "ImapSource",
     "Limits",
     "MaildirSource",
@@ -60,8 +65,10 @@ __all__ = [
     "SourceInterrupted",
     "SourceItem",
     "ZipSource",
+    "error_detail",
     "open_source",
     "open_upload",
+    "resolve_imap_host",
 ]
 
 MiB = 1024 * 1024
@@ -71,7 +78,29 @@ NOT_MAIL = "is not an mbox file, a Maildir, .eml files or a .zip of them"
 
 class SourceInterrupted(MailError):
     """A source that was readable stopped part-way (an IMAP connection dropped or timed out).
-    What was yielded before it is good; running the import again continues from there."""
+    What was yielded before it is good; running the import again continues from there.
+
+    Like `ImapRefused`, the message repeats nothing the server sent; ``detail`` adds that."""
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or message
+
+
+class ImapRefused(ImportRefused):
+    """An IMAP account that cannot be imported. The message is for anyone: it names the host
+    and port and repeats nothing the server sent, so the import cannot be used to read what
+    other services on a network answer. ``detail`` is the whole story (the server's reply, the
+    TLS or socket error, the address a name resolved to), for admins and the log."""
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or message
+
+
+def error_detail(error: BaseException) -> str:
+    """What an admin may read about ``error``: its ``detail`` when it has one, else its message."""
+    return getattr(error, "detail", None) or str(error)
 
 
 @dataclass(frozen=True)
@@ -99,10 +128,12 @@ class Limits:
     """An upload over this is refused as a whole."""
     max_zip_entries: int = 50_000
     max_zip_total_bytes: int = 1024 * MiB
-    """A zip whose members expand (declared, or when actually read) beyond this is refused."""
+    """A zip whose members expand beyond this is refused: by what their headers declare when it
+    is opened, and by the bytes actually decompressed when it is read."""
     max_compression_ratio: float = 100.0
     """Expanded size / compressed size above which a member (of at least 1 MiB expanded) or the
-    whole zip counts as a zip bomb. Mail compresses about 3-10x."""
+    whole zip counts as a zip bomb; compressed sizes are the bytes the archive really holds, not
+    what its headers claim. Mail compresses about 3-10x."""
 
     def __post_init__(self) -> None:
         for name in ("max_message_bytes", "max_upload_bytes", "max_zip_entries",
@@ -490,12 +521,40 @@ class EmlFileSource(Source):
 _RATIO_FLOOR = 1 * MiB
 """Below this expanded size a high compression ratio is harmless (a short run of spaces)."""
 _IGNORED_PARTS = {"__MACOSX"}
+_DAMAGED = (zipfile.BadZipFile, zlib.error, struct.error, OSError, EOFError, ValueError, RuntimeError,
+            NotImplementedError)
+"""What zipfile raises on an archive or a member it cannot read (damaged, or made to hurt)."""
+_LOCAL_HEADER = struct.Struct("<4s22xHH")
+"""A member's local header: signature, 22 bytes we do not need, name length, extra field length."""
+_CHUNK = 1 * MiB
+"""Members are decompressed this much at a time, and counted after each piece."""
+
+
+def _drain(stream: _Readable, limit: int) -> None:
+    """Read and drop up to ``limit`` bytes of ``stream``, piece by piece."""
+    left = limit
+    while left > 0 and (part := stream.read(min(_CHUNK, left))):
+        left -= len(part)
+
+
+def _read_up_to(stream: _Readable, limit: int) -> bytes:
+    """At most ``limit`` bytes of ``stream``, read piece by piece (never all of it at once)."""
+    parts: list[bytes] = []
+    size = 0
+    while size < limit:
+        part = stream.read(min(_CHUNK, limit - size))
+        if not part:
+            break
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)
 
 
 def _unsafe_name(name: str) -> bool:
     normal = name.replace("\\", "/")
     return (
-        normal.startswith("/")
+        not normal
+        or normal.startswith("/")
         or re.match(r"[A-Za-z]:", normal) is not None
         or "\x00" in normal
         or any(part == ".." for part in normal.split("/"))
@@ -524,13 +583,21 @@ class ZipSource(Source):
     """A .zip (a file, or uploaded bytes) of .eml files, mbox files and Maildir trees, read in
     memory member by member: nothing is extracted to disk.
 
-    Refused as a whole (`ImportRefused`) when opened: more than ``max_zip_entries`` members, a
-    member whose name escapes the folder (absolute, "..", a drive letter) or is a symlink, an
-    encrypted member, a declared expanded size over ``max_zip_total_bytes``, or a bomb-like
-    compression ratio. While reading, members are read through a counting reader (zipfile
-    itself never reads past a member's declared size), so the limits also hold for what is
-    actually expanded. A zip inside the zip is not opened (`Skipped`); other files that are not
-    mail (.DS_Store, notes.txt, Dovecot index files) are ignored and listed in ``ignored``.
+    Refused as a whole (`ImportRefused`) when opened, from its headers alone: more than
+    ``max_zip_entries`` members, a member whose name escapes the folder (absolute, "..", a drive
+    letter) or is a symlink, an encrypted member, a member that claims more compressed bytes
+    than the archive holds before the next member (or shares its data with another: the tricks
+    of zip bombs that lie about their sizes), a declared expanded size over
+    ``max_zip_total_bytes``, or a bomb-like compression ratio (against the bytes really there).
+
+    Headers can lie in ways no check at open sees, so the bytes actually decompressed are what
+    counts: before the first message is handed over (on `total`, or when iteration starts),
+    every member is decompressed once, piece by piece, and counted; past the limits (total
+    expansion, the ratio against the archive's real size, per member against its real bytes)
+    the zip is refused while nothing of it has been imported. Reading then counts again, so
+    the limits hold even if the archive changed in between. A zip inside the zip is not opened
+    (`Skipped`); other files that are not mail (.DS_Store, notes.txt, Dovecot index files) are
+    ignored and listed in ``ignored``.
 
     source_id: the member's path ("Takeout/Mail/All.mbox #3" for mbox members).
     """
@@ -547,10 +614,11 @@ class ZipSource(Source):
         self.ignored: list[str] = []
         """Members that are not mail and were left out."""
         self._expanded = 0
+        """Bytes actually decompressed by the current pass (the check, or the reading)."""
         self._total: int | None = None
         try:
             self._zip = zipfile.ZipFile(self.path if self.path is not None else io.BytesIO(data))  # type: ignore[arg-type]
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as error:
+        except (*_DAMAGED, zipfile.LargeZipFile, KeyError, IndexError) as error:
             raise ImportRefused(
                 f"{self.name} is not a readable zip archive ({error}); create it again and retry."
             ) from None
@@ -573,6 +641,7 @@ class ZipSource(Source):
                 f"{self.name} holds {len(infos):,} entries, more than the {limits.max_zip_entries:,} "
                 "allowed; split it into smaller zips or import the folder from the server."
             )
+        self._rooms = self._measure_rooms(infos)
         declared = 0
         compressed = 0
         for info in infos:
@@ -592,27 +661,27 @@ class ZipSource(Source):
                     f"{self.name} is password-protected ({info.filename!r} is encrypted); "
                     "zip the mail again without a password."
                 )
+            room = self._rooms[info.header_offset]
+            if info.compress_size > room:
+                raise ImportRefused(
+                    f"{self.name} looks forged: {info.filename!r} claims {_size(info.compress_size)} "
+                    f"of compressed data, but the archive holds only {_size(room)} for it (a zip "
+                    "bomb's way of hiding how far it expands); it was refused and nothing was "
+                    "imported. Zip the mail again."
+                )
             declared += info.file_size
             compressed += info.compress_size
             if (info.file_size >= _RATIO_FLOOR
                     and info.file_size > limits.max_compression_ratio * max(info.compress_size, 1)):
-                raise ImportRefused(
-                    f"{self.name} looks like a zip bomb: {info.filename!r} expands "
-                    f"{info.file_size / max(info.compress_size, 1):,.0f} times "
-                    f"(more than {limits.max_compression_ratio:,.0f}). Zip the mail again "
-                    "normally, or import the folder from the server."
-                )
+                raise ImportRefused(self._bomb(info.filename, info.file_size / max(info.compress_size, 1)))
         if declared > limits.max_zip_total_bytes:
             raise ImportRefused(
                 f"{self.name} expands to {_size(declared)}, over the "
-                f"{_size(limits.max_zip_total_bytes)} limit; split it into smaller zips."
+                f"{_size(limits.max_zip_total_bytes)} limit; nothing was imported. Split it into "
+                "smaller zips."
             )
         if declared >= _RATIO_FLOOR and declared > limits.max_compression_ratio * max(compressed, 1):
-            raise ImportRefused(
-                f"{self.name} looks like a zip bomb: it expands {declared / max(compressed, 1):,.0f} "
-                f"times (more than {limits.max_compression_ratio:,.0f}). Zip the mail again "
-                "normally, or import the folder from the server."
-            )
+            raise ImportRefused(self._bomb(None, declared / max(compressed, 1)))
 
         self._maildirs = {
             "/".join(parts[:-2])
@@ -633,6 +702,47 @@ class ZipSource(Source):
                     if plan else "")
             raise ImportRefused(f"{self.name} contains no mail: it {NOT_MAIL}.{hint}")
         return plan
+
+    def _measure_rooms(self, infos: list[zipfile.ZipInfo]) -> dict[int, int]:
+        """header offset → the bytes the archive really has for that member's compressed data:
+        from the end of its local header to the next member's header (or the central
+        directory). Headers may claim anything; this is what is there. Also the archive's size."""
+        fp = self._zip.fp
+        assert fp is not None
+        fp.seek(0, os.SEEK_END)
+        self._archive_bytes = fp.tell()
+        named = sorted((info.header_offset, info.filename) for info in infos)
+        for (at, first), (other_at, second) in zip(named, named[1:]):
+            if at == other_at:
+                raise ImportRefused(
+                    f"{self.name} looks forged: the entries {first!r} and {second!r} share the same "
+                    "data (a zip bomb's trick); it was refused and nothing was imported. Zip the "
+                    "mail again."
+                )
+        starts = [at for at, _ in named]
+        central = self._zip.start_dir
+        rooms: dict[int, int] = {}
+        for index, at in enumerate(starts):
+            end = starts[index + 1] if index + 1 < len(starts) else self._archive_bytes
+            if at < central:
+                end = min(end, central)
+            data_at = at + _LOCAL_HEADER.size
+            header = b""
+            if 0 <= at < self._archive_bytes:
+                fp.seek(at)
+                header = fp.read(_LOCAL_HEADER.size)
+            if len(header) == _LOCAL_HEADER.size and header[:4] == b"PK\x03\x04":
+                _, name_length, extra_length = _LOCAL_HEADER.unpack(header)
+                data_at += name_length + extra_length
+            # else: a damaged header; reading that member fails later, on its own
+            rooms[at] = max(end - data_at, 0)
+        return rooms
+
+    def _bomb(self, member: str | None, ratio: float) -> str:
+        what = f"{member!r} expands" if member is not None else "it expands"
+        return (f"{self.name} looks like a zip bomb: {what} {ratio:,.0f} times (more than "
+                f"{self.limits.max_compression_ratio:,.0f}); nothing was imported. Zip the mail "
+                "again normally, or import the folder from the server.")
 
     def _classify(self, info: zipfile.ZipInfo) -> str:
         parts = info.filename.replace("\\", "/").split("/")
@@ -660,41 +770,83 @@ class ZipSource(Source):
         try:
             with self._zip.open(info) as member:
                 return member.read(min(_PEEK, info.file_size))
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError,
-                NotImplementedError):
+        except _DAMAGED:
             return b""
+
+    # -- counting what is really decompressed
+
+    def _meter(self, info: zipfile.ZipInfo, *, checking: bool) -> Callable[[int], None]:
+        """What a member's reader reports each decompressed piece to: the zip's running total
+        and this member's, held to the limits against the bytes the archive really holds."""
+        limits = self.limits
+        room = max(self._rooms.get(info.header_offset, 0), 1)
+        whole = max(self._archive_bytes, 1)
+        member = 0
+
+        def count(n: int) -> None:
+            nonlocal member
+            member += n
+            self._expanded += n
+            if self._expanded > limits.max_zip_total_bytes:
+                raise ImportRefused(self._expands_too_far(checking))
+            if member >= _RATIO_FLOOR and member > limits.max_compression_ratio * room:
+                raise ImportRefused(self._bomb(info.filename, member / room))
+            if self._expanded >= _RATIO_FLOOR and self._expanded > limits.max_compression_ratio * whole:
+                raise ImportRefused(self._bomb(None, self._expanded / whole))
+
+        return count
+
+    def _expands_too_far(self, checking: bool) -> str:
+        limit = _size(self.limits.max_zip_total_bytes)
+        if checking:
+            return (f"{self.name} expands to more than {limit} when decompressed, whatever its "
+                    "headers say; nothing was imported. Split it into smaller zips.")
+        return (f"{self.name} changed while it was being imported and now expands to more than "
+                f"{limit}; the rest of it was refused. Split it into smaller zips.")
+
+    def _check_expansion(self) -> int:
+        """Decompress every member once, piece by piece, counting the real bytes (see the class
+        docstring), and count the items iteration will yield. Runs once, before any message is
+        handed over; refuses with `ImportRefused` while nothing of the zip has been imported."""
+        if self._total is not None:
+            return self._total
+        self._expanded = 0
+        count = 0
+        for kind, info in self._plan:
+            if kind != "mbox":
+                count += 1
+            if kind == "zip":
+                continue  # not opened: yielded as Skipped
+            try:
+                with self._zip.open(info) as member:
+                    counted = _Counted(member, self._meter(info, checking=True))
+                    if kind == "mbox":
+                        count += _count_mbox_stream(counted)
+                    else:
+                        _drain(counted, self.limits.max_message_bytes + 1)
+            except _DAMAGED:
+                if kind == "mbox":
+                    count += 1  # yielded as one Skipped
+        self._total = count
+        return count
+
+    @property
+    def expanded(self) -> int:
+        """Bytes actually decompressed so far by the check or the reading."""
+        return self._expanded
 
     # -- reading
 
-    def _count_expanded(self, n: int) -> None:
-        self._expanded += n
-        if self._expanded > self.limits.max_zip_total_bytes:
-            raise ImportRefused(
-                f"{self.name} expanded beyond the {_size(self.limits.max_zip_total_bytes)} limit "
-                "while being read (more than it declares); the rest of it was refused. Split it "
-                "into smaller zips."
-            )
-
     @property
     def total(self) -> int:
-        """Messages in .eml and Maildir members, plus those in mbox members, which are counted
-        by one decompressing pass (bounded by ``max_zip_total_bytes``) the first time."""
-        if self._total is None:
-            count = 0
-            for kind, info in self._plan:
-                if kind == "message" or kind == "zip":
-                    count += 1
-                elif kind == "mbox":
-                    try:
-                        with self._zip.open(info) as member:
-                            count += _count_mbox_stream(member)
-                    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError):
-                        count += 1
-            self._total = count
-        return self._total
+        """The items iteration yields: .eml and Maildir members, each message of mbox members.
+        Asking decompresses the whole zip once (see `_check_expansion`), which may refuse it."""
+        return self._check_expansion()
 
     def __iter__(self) -> Iterator[SourceItem]:
+        self._check_expansion()
         self._expanded = 0
+        limit = self.limits.max_message_bytes
         for kind, info in self._plan:
             source_id = info.filename
             if kind == "zip":
@@ -704,20 +856,18 @@ class ZipSource(Source):
             try:
                 if kind == "mbox":
                     with self._zip.open(info) as member:
-                        counted = _Counted(member, self._count_expanded)
+                        counted = _Counted(member, self._meter(info, checking=False))
                         yield from _read_mbox(counted, source_id, self.limits)
                     continue
-                if info.file_size > self.limits.max_message_bytes:
+                if info.file_size > limit:
                     yield Skipped(source_id, _too_large(info.file_size, self.limits))
                     continue
                 with self._zip.open(info) as member:
-                    raw = member.read(min(info.file_size, self.limits.max_message_bytes) + 1)
-                self._count_expanded(len(raw))
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError,
-                    NotImplementedError) as error:
+                    raw = _read_up_to(_Counted(member, self._meter(info, checking=False)), limit + 1)
+            except _DAMAGED as error:
                 yield Skipped(source_id, f"the zip member is damaged and could not be read: {error}")
                 continue
-            if len(raw) > self.limits.max_message_bytes:
+            if len(raw) > limit:
                 yield Skipped(source_id, _too_large(len(raw), self.limits))
             elif not raw.strip():
                 yield Skipped(source_id, "the message is empty")
@@ -781,9 +931,147 @@ def _is_loopback(host: str) -> bool:
 
 
 def _server_text(data: Iterable[object]) -> str:
+    """What the server said, for an error's ``detail`` only (never its message)."""
     texts = [item.decode("utf-8", "replace") if isinstance(item, bytes) else str(item)
              for item in data if item is not None]
-    return " ".join(texts).strip() or "no reason given"
+    return (" ".join(texts).strip() or "no reason given")[:300]
+
+
+def _said(error: BaseException) -> str:
+    """An imaplib or socket error as text for a ``detail``, short."""
+    return (str(error).strip() or type(error).__name__)[:300]
+
+
+_IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_METADATA_ADDRESSES = frozenset(ipaddress.ip_address(a) for a in (
+    "169.254.169.254",  # AWS, GCP, Azure, OpenStack, DigitalOcean, ...
+    "169.254.170.2",    # AWS ECS task credentials
+    "fd00:ec2::254",    # AWS over IPv6
+    "100.100.100.200",  # Alibaba Cloud
+    "192.0.0.192",      # Oracle Cloud
+))
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 one stands for (::ffff:a.b.c.d, 6to4, NAT64), if any."""
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
+def _forbidden(address: _IpAddress, *, allow_private: bool) -> str | None:
+    """Why an IMAP import may not connect to ``address``, or None when it may. Cloud metadata,
+    multicast, unspecified and reserved addresses never; loopback, private, link-local and
+    carrier-grade NAT addresses only with ``allow_private``."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            return _forbidden(embedded, allow_private=allow_private)
+        address = ipaddress.IPv6Address(int(address))  # without a %scope
+    if address in _METADATA_ADDRESSES:
+        return "a cloud metadata service"
+    if address.is_unspecified:
+        return "the unspecified address"
+    if address.is_multicast:
+        return "a multicast address"
+    if address.is_loopback:
+        kind = "this machine itself (loopback)"
+    elif address.is_reserved:
+        return "a reserved address"
+    elif address.is_link_local:
+        kind = "a link-local address"
+    elif isinstance(address, ipaddress.IPv4Address) and address in _CGNAT:
+        kind = "a carrier-grade NAT address"
+    elif address.is_private or not address.is_global or (
+            isinstance(address, ipaddress.IPv6Address) and address.is_site_local):
+        kind = "a private network address"
+    else:
+        return None
+    return None if allow_private else kind
+
+
+_Address = tuple[int, int, int, tuple]
+"""(family, type, proto, sockaddr), as ``socket.getaddrinfo`` gives them."""
+
+
+def resolve_imap_host(host: str, port: int, *, allow_private_hosts: bool = False) -> list[_Address]:
+    """Resolve ``host`` once and check every address it has; the addresses to connect to (and
+    only to those: a name resolved again could answer differently). Raises `ImapRefused` when
+    the name does not resolve or any of its addresses is one an import may not reach."""
+    name = host.strip().removeprefix("[").removesuffix("]")
+    where = f"{host}:{port}"
+    try:
+        found = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError, ValueError) as error:
+        raise ImapRefused(f"Could not reach an IMAP server at {where}; check the host name.",
+                          f"The IMAP server name {host!r} does not resolve ({_said(error)}).") from None
+    addresses: list[_Address] = []
+    for family, socket_type, proto, _, sockaddr in found:
+        try:
+            address = ipaddress.ip_address(sockaddr[0])
+        except ValueError:
+            continue
+        why = _forbidden(address, allow_private=allow_private_hosts)
+        if why is not None:
+            never = _forbidden(address, allow_private=True) is not None
+            raise ImapRefused(
+                f"{where} is not an IMAP server this app may connect to: imports reach only "
+                "servers on the internet, not this machine or its private network.",
+                f"{host} resolves to {address}, {why}; imports may not connect there"
+                + ("." if never else " unless IMAP_ALLOW_PRIVATE_HOSTS is set (for an IMAP "
+                   "server on this machine or a trusted private network).")) from None
+        addresses.append((family, socket_type, proto, sockaddr))
+    if not addresses:
+        raise ImapRefused(f"Could not reach an IMAP server at {where}; check the host name.",
+                          f"The IMAP server name {host!r} has no IP address.")
+    return addresses
+
+
+def _open_socket(addresses: Sequence[_Address], timeout: float | None) -> socket.socket:
+    """A TCP connection to the first of ``addresses`` that answers."""
+    last: OSError | None = None
+    for family, kind, proto, sockaddr in addresses:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(sockaddr)
+            return sock
+        except OSError as error:
+            sock.close()
+            last = error
+    assert last is not None
+    raise last
+
+
+class _PinnedIMAP4(imaplib.IMAP4):
+    """imaplib's client, connected to addresses checked beforehand rather than to the name."""
+
+    def __init__(self, host: str, port: int, addresses: Sequence[_Address], timeout: float) -> None:
+        self._addresses = addresses
+        super().__init__(host, port, timeout=timeout)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        return _open_socket(self._addresses, timeout)
+
+
+class _PinnedIMAP4_SSL(imaplib.IMAP4_SSL):
+    """The same with TLS from the start; the certificate is checked against the host name."""
+
+    def __init__(self, host: str, port: int, addresses: Sequence[_Address], ssl_context: ssl.SSLContext,
+                 timeout: float) -> None:
+        self._addresses = addresses
+        super().__init__(host, port, ssl_context=ssl_context, timeout=timeout)
+
+    def _create_socket(self, timeout: float | None) -> socket.socket:
+        return self.ssl_context.wrap_socket(_open_socket(self._addresses, timeout),
+                                            server_hostname=self.host)
 
 
 @dataclass
@@ -804,6 +1092,13 @@ class ImapSource(Source):
     ``security``: "ssl" (implicit TLS, imaps, port 993), "starttls" (port 143, upgraded before
     login) or "plain" (unencrypted; refused for hosts other than loopback unless
     ``allow_plaintext``). ``ssl_context`` defaults to the system's trusted certificates.
+
+    The host is resolved once and every address checked (`resolve_imap_host`): loopback,
+    private, link-local and carrier-grade NAT addresses only with ``allow_private_hosts``,
+    cloud metadata, multicast and reserved ones never. The connection goes to a checked
+    address, not to the name resolved again; TLS still verifies the certificate against the
+    name. Errors are `ImapRefused` / `SourceInterrupted` whose message repeats nothing the
+    server sent (its words are in their ``detail``).
 
     Incremental imports: pass the ``state`` saved from last time (folder → (uidvalidity,
     last_uid)); only newer UIDs are fetched. A folder whose UIDVALIDITY changed since is
@@ -830,6 +1125,7 @@ class ImapSource(Source):
         ssl_context: ssl.SSLContext | None = None,
         timeout: float = 30.0,
         allow_plaintext: bool = False,
+        allow_private_hosts: bool = False,
         batch_size: int = 100,
         batch_bytes: int = 32 * MiB,
         limits: Limits | None = None,
@@ -846,6 +1142,7 @@ class ImapSource(Source):
         self.security = security
         self.folders = list(dict.fromkeys(folders))
         self.timeout = timeout
+        self.allow_private_hosts = allow_private_hosts
         self.batch_size = batch_size
         self.batch_bytes = batch_bytes
         self.limits = limits or Limits()
@@ -878,45 +1175,47 @@ class ImapSource(Source):
 
     def _connect(self, context: ssl.SSLContext | None) -> imaplib.IMAP4:
         where = f"{self.host}:{self.port}"
+        unreachable = (f"Could not reach an IMAP server at {where}; check the host, the port and "
+                       "the security setting (SSL/TLS, usually port 993, or STARTTLS, port 143).")
+        addresses = resolve_imap_host(self.host, self.port, allow_private_hosts=self.allow_private_hosts)
+        name = self.host.strip().removeprefix("[").removesuffix("]")
         if self.security != "plain" and context is None:
             context = ssl.create_default_context()
         try:
             if self.security == "ssl":
-                return imaplib.IMAP4_SSL(self.host, self.port, ssl_context=context,
-                                         timeout=self.timeout)
-            conn = imaplib.IMAP4(self.host, self.port, timeout=self.timeout)
+                assert context is not None
+                return _PinnedIMAP4_SSL(name, self.port, addresses, context, self.timeout)
+            conn = _PinnedIMAP4(name, self.port, addresses, self.timeout)
         except ssl.SSLCertVerificationError as error:
-            raise ImportRefused(
+            raise ImapRefused(
+                f"The IMAP server {where} presented a certificate that is not trusted; check the "
+                "host name, or give the server's certificate authority.",
                 f"The IMAP server {where} presented a certificate that is not trusted "
-                f"({error.verify_message}); check the host name, or give the server's "
-                "certificate authority."
+                f"({error.verify_message})."
             ) from None
         except ssl.SSLError as error:
-            raise ImportRefused(
-                f"TLS with the IMAP server {where} failed ({error.reason or error}); check "
-                "whether it wants imaps:// (implicit TLS, usually port 993) or imap:// with "
-                "?starttls=1 (usually port 143)."
-            ) from None
+            raise ImapRefused(unreachable, f"TLS with the IMAP server {where} failed "
+                                           f"({error.reason or _said(error)}).") from None
         except (OSError, imaplib.IMAP4.error) as error:
-            raise ImportRefused(
-                f"Could not connect to the IMAP server {where} ({error}); check the host and "
-                "port and that the server is reachable."
-            ) from None
+            raise ImapRefused(unreachable, f"Could not connect to the IMAP server {where} "
+                                           f"({_said(error)}).") from None
         if self.security == "starttls":
             try:
                 conn.starttls(context)
             except ssl.SSLCertVerificationError as error:
                 self._drop(conn)
-                raise ImportRefused(
+                raise ImapRefused(
+                    f"The IMAP server {where} presented a certificate that is not trusted; check "
+                    "the host name, or give the server's certificate authority.",
                     f"The IMAP server {where} presented a certificate that is not trusted "
-                    f"({error.verify_message}); check the host name, or give the server's "
-                    "certificate authority."
+                    f"({error.verify_message})."
                 ) from None
             except (OSError, imaplib.IMAP4.error) as error:
                 self._drop(conn)
-                raise ImportRefused(
-                    f"The IMAP server {where} did not start TLS ({error}); use imaps:// if it "
-                    "expects TLS from the start."
+                raise ImapRefused(
+                    f"The IMAP server {where} did not start TLS; use SSL/TLS (imaps://) if it "
+                    "expects TLS from the start.",
+                    f"The IMAP server {where} did not start TLS ({_said(error)})."
                 ) from None
         return conn
 
@@ -943,15 +1242,16 @@ class ImapSource(Source):
             reason = reason.replace(password, "***") if password else reason
             if isinstance(error, UnicodeError):
                 reason = "the user name or password has characters this server cannot accept"
-            raise ImportRefused(
-                f"The IMAP server {self.host} refused the login for {self.user!r} ({reason}); "
-                "check the user name and password (some providers, like Gmail, want an app "
-                "password)."
+            advice = ("check the user name and password (some providers, like Gmail, want an app "
+                      "password).")
+            raise ImapRefused(
+                f"The IMAP server {self.host} refused the login for {self.user!r}; {advice}",
+                f"The IMAP server {self.host} refused the login for {self.user!r} ({reason}); {advice}"
             ) from None
         except OSError as error:
-            raise ImportRefused(
-                f"The IMAP server {self.host} dropped the connection during login ({error}); "
-                "try again later."
+            raise ImapRefused(
+                f"The IMAP server {self.host} dropped the connection during login; try again later.",
+                f"The IMAP server {self.host} dropped the connection during login ({_said(error)})."
             ) from None
         finally:
             # imaplib keeps the last lines it sent, LOGIN "password" included, for debugging.
@@ -992,10 +1292,9 @@ class ImapSource(Source):
         if typ != "OK":
             known = self._folder_names()
             listing = f" Folders there: {', '.join(known[:30])}." if known else ""
-            raise ImportRefused(
-                f"The IMAP account {self.user}@{self.host} has no folder {folder!r} that can be "
-                f"opened ({_server_text(data)}).{listing}"
-            )
+            missing = (f"The IMAP account {self.user}@{self.host} has no folder {folder!r} that "
+                       "can be opened")
+            raise ImapRefused(f"{missing}.{listing}", f"{missing} ({_server_text(data)}).{listing}")
         _, values = conn.response("UIDVALIDITY")
         if not values or values[0] is None:
             raise ImportRefused(
@@ -1008,7 +1307,9 @@ class ImapSource(Source):
         assert self._conn is not None
         typ, data = self._conn.uid("SEARCH", f"UID {since + 1}:*")
         if typ != "OK":
-            raise SourceInterrupted(f"The IMAP server {self.host} refused UID SEARCH "
+            raise SourceInterrupted(f"The IMAP server {self.host} refused to list the messages; "
+                                    "try again later.",
+                                    f"The IMAP server {self.host} refused UID SEARCH "
                                     f"({_server_text(data)}).")
         # "n:*" always matches the highest UID, even when it is below n.
         return sorted(uid for uid in {int(x) for x in (data[0] or b"").split()} if uid > since)
@@ -1026,9 +1327,9 @@ class ImapSource(Source):
             self._state[folder] = (uidvalidity, since)
             return _FolderPlan(folder, uidvalidity, self._search(since))
         except (OSError, imaplib.IMAP4.error) as error:
-            raise ImportRefused(
-                f"The IMAP server {self.host} failed while listing {folder!r} ({error}); "
-                "try again later."
+            raise ImapRefused(
+                f"The IMAP server {self.host} failed while listing {folder!r}; try again later.",
+                f"The IMAP server {self.host} failed while listing {folder!r} ({_said(error)})."
             ) from None
 
     @property
@@ -1129,10 +1430,11 @@ class ImapSource(Source):
                             self._state[folder] = (uidvalidity, uid)
                             yield item
             except (OSError, imaplib.IMAP4.error, imaplib.IMAP4.abort) as error:
+                again = "run the import again: it continues after the last message stored."
                 raise SourceInterrupted(
+                    f"The IMAP connection to {self.host} broke while reading {folder!r}; {again}",
                     f"The IMAP connection to {self.host} broke while reading {folder!r} "
-                    f"({error}); run the import again: it continues after the last message "
-                    "stored."
+                    f"({_said(error)}); {again}"
                 ) from None
 
 
@@ -1153,10 +1455,12 @@ def open_imap_url(
     ssl_context: ssl.SSLContext | None = None,
     timeout: float = 30.0,
     allow_plaintext: bool = False,
+    allow_private_hosts: bool = False,
     limits: Limits | None = None,
 ) -> ImapSource:
     """``imaps://user:password@host:port/Folder`` (implicit TLS) or ``imap://...?starttls=1``;
-    a plain ``imap://`` URL without STARTTLS is for loopback only unless ``allow_plaintext``.
+    a plain ``imap://`` URL without STARTTLS is for loopback only unless ``allow_plaintext``,
+    and a server on this machine or a private network needs ``allow_private_hosts``.
     User and password given as arguments win over those in the URL; ``folders`` wins over the
     URL's path; the default folder is INBOX."""
     parts = urlsplit(url)
@@ -1187,7 +1491,8 @@ def open_imap_url(
         "ssl" if scheme == "imaps" else "starttls" if starttls else "plain")
     return ImapSource(parts.hostname, port, user=user, password=password, security=security,
                       folders=chosen, state=state, ssl_context=ssl_context, timeout=timeout,
-                      allow_plaintext=allow_plaintext, limits=limits)
+                      allow_plaintext=allow_plaintext, allow_private_hosts=allow_private_hosts,
+                      limits=limits)
 
 
 def open_source(
@@ -1200,6 +1505,7 @@ def open_source(
     ssl_context: ssl.SSLContext | None = None,
     timeout: float = 30.0,
     allow_plaintext: bool = False,
+    allow_private_hosts: bool = False,
     max_message_bytes: int | None = None,
     max_upload_bytes: int | None = None,
     max_zip_entries: int | None = None,
@@ -1216,7 +1522,8 @@ def open_source(
     if isinstance(text, str) and re.match(r"(?i)imaps?://", text):
         return open_imap_url(text, user=user, password=password, folders=folders, state=state,
                              ssl_context=ssl_context, timeout=timeout,
-                             allow_plaintext=allow_plaintext, limits=limits)
+                             allow_plaintext=allow_plaintext,
+                             allow_private_hosts=allow_private_hosts, limits=limits)
     if isinstance(text, str) and re.match(r"(?i)[a-z][a-z0-9+.-]*://", text):
         raise ImportRefused(f"{text.split('://')[0]}:// addresses cannot be imported; give an "
                             "imaps:// address or a path on the server.")

@@ -7,6 +7,7 @@ reason and the import carries on.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -45,6 +46,12 @@ class BatchReport:
 BatchCallback = Callable[[Connection, BatchReport], bool]
 
 BATCH_SIZE = 200
+BATCH_BYTES = 32 * 2**20
+"""A batch also closes before its raw mail would pass this many bytes (a larger message goes
+alone), so a few huge messages never make a batch that memory or the database cannot take."""
+PARAM_BYTES = 32 * 2**20
+"""The rows of one INSERT are sent as JSON of at most about this size (one larger row alone);
+PostgreSQL refuses any single value of 1 GB or more."""
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9._:/@+-]{1,200}$")
 
 
@@ -143,15 +150,47 @@ def _row(n: int, message: ParsedMessage, raw: RawMessage) -> dict:
 
 
 
-def _batches(items: Iterable, size: int) -> Iterator[list]:
+def _batches(items: Iterable, size: int, max_bytes: int = BATCH_BYTES) -> Iterator[list]:
+    """Batches of at most ``size`` items and, but for a single larger message, ``max_bytes``
+    of raw mail."""
     batch: list = []
+    weight = 0
     for item in items:
+        raw = len(item.raw) if isinstance(item, RawMessage) else 0
+        if batch and weight + raw > max_bytes:
+            yield batch
+            batch, weight = [], 0
         batch.append(item)
+        weight += raw
         if len(batch) >= size:
             yield batch
-            batch = []
+            batch, weight = [], 0
     if batch:
         yield batch
+
+
+def _insert_rows(conn: Connection, owner: str, rows: Sequence[dict]) -> list:
+    """Insert ``rows`` in order, in statements whose JSON parameter stays within `PARAM_BYTES`
+    (a single larger row goes alone); the rows actually inserted (id, message_id,
+    content_hash), in order."""
+    max_bytes = PARAM_BYTES
+    inserted: list = []
+    chunk: list[str] = []
+    weight = 0
+
+    def flush() -> None:
+        if chunk:
+            inserted.extend(conn.execute(_INSERT, {"owner": owner, "rows": "[" + ",".join(chunk) + "]"}).all())
+
+    for row in rows:
+        encoded = json.dumps(row)
+        if chunk and weight + len(encoded) > max_bytes:
+            flush()
+            chunk, weight = [], 0
+        chunk.append(encoded)
+        weight += len(encoded) + 1
+    flush()
+    return inserted
 
 
 @dataclass
@@ -189,7 +228,8 @@ def _parse_batch(batch: list) -> _Batch:
             previous = imap_marks.get(item.folder, (item.uidvalidity, 0))
             imap_marks[item.folder] = (item.uidvalidity, max(previous[1], item.uid))
         try:
-            parsed.append((parse_message(item.raw), item))
+            # the raw bytes are not kept once parsed: a batch holds its mail only once
+            parsed.append((parse_message(item.raw), dataclasses.replace(item, raw=b"")))
         except ParseError as exc:
             failures.append((item.source_id, str(exc)))
         except Exception as exc:  # a parser bug must not stop the import; it is reported
@@ -207,8 +247,9 @@ class _Pipeline:
     threads and waits for them.
     """
 
-    def __init__(self, items: Iterable, batch_size: int, engine: Engine, owner: str, embedder) -> None:
-        self._items, self._batch_size = items, batch_size
+    def __init__(self, items: Iterable, batch_size: int, batch_bytes: int, engine: Engine, owner: str,
+                 embedder) -> None:
+        self._items, self._batch_size, self._batch_bytes = items, batch_size, batch_bytes
         self._engine, self._owner, self._embedder = engine, owner, embedder
         self._slots = threading.Semaphore(AHEAD)
         self._stop = threading.Event()
@@ -242,7 +283,7 @@ class _Pipeline:
 
     def _read(self) -> None:
         try:
-            batches = _batches(self._items, self._batch_size)
+            batches = _batches(self._items, self._batch_size, self._batch_bytes)
             while self._wait_for_slot():
                 batch = next(batches, None)
                 if batch is None:
@@ -279,6 +320,7 @@ def import_messages(
     progress: ProgressCallback | None = None,
     account: str | None = None,
     batch_size: int = BATCH_SIZE,
+    batch_bytes: int = BATCH_BYTES,
     skip: int = 0,
     on_batch: BatchCallback | None = None,
 ) -> ImportSummary:
@@ -286,6 +328,11 @@ def import_messages(
     ``owner``. ``source`` yields `RawMessage`s, or objects with ``source_id`` and ``reason``
     for messages the source itself had to skip (too large, unreadable file). IMAP messages
     (with ``uid``) advance the stored state of ``account`` after each batch is committed.
+
+    A batch is ``batch_size`` messages or ``batch_bytes`` of raw mail, whichever comes first
+    (a single larger message makes a batch of its own). ``total`` (else ``source.total``) is
+    read before anything is stored, so a source that checks itself there (a zip counting what
+    it really expands to) refuses with nothing of it imported.
 
     The three stages overlap: while one batch is stored, the next is embedded (with no database
     connection held) and the one after it is read and parsed, on two threads of their own that
@@ -307,7 +354,7 @@ def import_messages(
     cancelled = False
     items = itertools.islice(source, done, None) if done else source
 
-    pipeline = _Pipeline(items, batch_size, engine, owner, embedder if space is not None else None)
+    pipeline = _Pipeline(items, batch_size, batch_bytes, engine, owner, embedder if space is not None else None)
     try:
         for batch in pipeline:
             batch_failures = len(failures)
@@ -316,7 +363,7 @@ def import_messages(
             duplicates += batch.repeated
             with engine.begin() as conn:
                 rows = [_row(n, m, raw) for n, (m, raw) in enumerate(fresh)]
-                inserted = conn.execute(_INSERT, {"owner": owner, "rows": json.dumps(rows)}).all() if rows else []
+                inserted = _insert_rows(conn, owner, rows)
                 duplicates += len(fresh) - len(inserted)
                 imported += len(inserted)
                 if batch.vectors is not None and inserted:

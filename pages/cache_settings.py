@@ -48,7 +48,7 @@ def run_action(slot: str, action, success: str) -> None:
     try:
         action()
     except report.SERVICE_ERRORS as exc:
-        st.session_state[f"flash_{slot}"] = ("error", report.explain(exc))
+        st.session_state[f"flash_{slot}"] = ("error", app_state.md(report.explain(exc)))
     else:
         st.session_state[f"flash_{slot}"] = ("success", success)
 
@@ -170,7 +170,7 @@ with threshold_tab:
         if setting.value > 1.0:
             st.warning(f"The stored value is {setting.value:.2f}, beyond this slider; moving it stores a new one.")
     with right:
-        when = f"set by {setting.updated_by or 'the command line'} on {setting.updated_at:%Y-%m-%d %H:%M}" \
+        when = f"set by {app_state.md(setting.updated_by or 'the command line')} on {setting.updated_at:%Y-%m-%d %H:%M}" \
             if setting.stored else "the default: nobody has changed it yet"
         st.metric("In use for every search", f"{setting.value:.2f}", help=when, border=True)
         st.caption(when.capitalize() + ".")
@@ -254,7 +254,7 @@ with evidence_tab:
                 try:
                     scored = scored_file(upload.getvalue(), cache.embedder.model)
                 except (ValueError, UnicodeDecodeError) as exc:
-                    st.error(f"That file cannot be read: {exc}")
+                    st.error(f"That file cannot be read: {app_state.md(exc)}")
         else:
             scored = scored_feedback()
     if scored is not None and not len(scored.pairs):
@@ -363,7 +363,7 @@ with entries_tab:
             thumbs = report.thumbnails(image, [entry.blob_key for entry in entries])
             if thumbs.failures:
                 st.warning(f"{len(thumbs.failures)} picture(s) could not be read from the image store: "
-                           f"{next(iter(thumbs.failures.values()))}", icon=":material/broken_image:")
+                           f"{app_state.md(next(iter(thumbs.failures.values())))}", icon=":material/broken_image:")
             st.dataframe(
                 pd.DataFrame({
                     "Picture": [thumbs.urls.get(entry.blob_key) for entry in entries],

@@ -6,6 +6,8 @@ browser shows the same."""
 
 from __future__ import annotations
 
+import logging
+
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
@@ -13,6 +15,7 @@ import app_state
 import auth
 import import_views
 from mail.jobs import ImportJob
+from mail.sources import error_detail
 from mail.types import ImportSummary, MailError
 
 SECURITY = {"ssl": "SSL/TLS", "starttls": "STARTTLS", "plain": "Plain (localhost only)"}
@@ -31,7 +34,14 @@ def _queue(action):
         with import_views.outages():
             action(import_views.queue())
     except MailError as error:
-        st.error(str(error), icon="🚫")
+        # An IMAP server's own words (its reply, the address its name has) are for admins only.
+        detail = error_detail(error) if user.is_admin else str(error)
+        st.error(_md(detail), icon="🚫")
+        return False
+    except Exception:  # a bug must not show a traceback; the log has the whole story
+        logging.getLogger("mail.import_page").exception("Queueing an import failed")
+        st.error("The import could not be queued because of an unexpected error, and nothing was "
+                 "imported. Try again; if it happens again, tell the administrator.", icon="🚫")
         return False
     st.toast("Queued. It runs in the background: you may leave this page.", icon="📥")
     return True
@@ -99,7 +109,7 @@ def _cancel(import_id: int) -> None:
 def _show_finished(job: ImportJob) -> None:
     if job.status == "failed":
         st.subheader(f"{_md(job.label)} was not imported")
-        st.error(job.error or "The import failed.", icon="🚫")
+        st.error(_md(job.error) if job.error else "The import failed.", icon="🚫")
         if job.imported or job.duplicates or job.failed:
             st.caption(f"Before it stopped: {job.imported:,} imported, {job.duplicates:,} already here, "
                        f"{job.failed:,} failed; importing again adds only the rest.")
@@ -143,7 +153,7 @@ def _imports() -> None:
 
 
 st.title("Import mail")
-st.caption(f"Messages are filed for **{owner}**. Importing the same mail again adds nothing: "
+st.caption(f"Messages are filed for **{_md(owner)}**. Importing the same mail again adds nothing: "
            "each message is recognised by its Message-ID. Imports run in the background: you may "
            "leave this page or close the browser, and come back to see how far they got.")
 

@@ -149,20 +149,22 @@ def draw_all(metrics_slot, charts_slot, cache) -> report.Totals:
 
 
 def describe(step: demo_topics.ReplayStep) -> str:
+    """One replayed lookup, as Markdown. The phrase that answered is any user's topic: text only."""
     result = step.result
+    topic = app_state.md(step.topic)
     if result is None:
-        return f"“{step.topic}” → ⚠️ {step.error}"
+        return f"“{topic}” → ⚠️ {app_state.md(step.error)}"
     if result.kind == "generated":
-        return f"“{step.topic}” → 🎨 new picture ({money(result.cost_spent_usd)})"
+        return f"“{topic}” → 🎨 new picture ({money(result.cost_spent_usd)})"
     if result.kind == "exact":
-        return f"“{step.topic}” → 🎯 exact hit (saved {money(result.cost_saved_usd)})"
-    return f"“{step.topic}” → 🧭 picture of “{result.served_key}” (distance {result.distance:.2f})"
+        return f"“{topic}” → 🎯 exact hit (saved {money(result.cost_saved_usd)})"
+    return f"“{topic}” → 🧭 picture of “{app_state.md(result.served_key)}” (distance {result.distance:.2f})"
 
 
 def describe_next(start: int) -> str:
     return (f"{len(demo_topics.TOPICS)} topics people search their mail for, with repeats and synonyms "
             f"(“dog”, “puppy”, “doggy”…), looked up one after another through the cache. "
-            f"Next up: topic {start + 1}, “{demo_topics.TOPICS[start]}”.")
+            f"Next up: topic {start + 1}, “{app_state.md(demo_topics.TOPICS[start])}”.")
 
 
 # ---------------------------------------------------------------------- the page
@@ -229,4 +231,4 @@ if replay:
                    f"{tally['generated']} new pictures, {tally['error']} errors")
         status.update(label=summary, state="error" if tally["error"] else "complete", expanded=bool(tally["error"]))
         if last_error:
-            st.warning(f"Last error: {last_error}")
+            st.warning(f"Last error: {app_state.md(last_error)}")

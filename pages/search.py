@@ -68,7 +68,7 @@ try:
     finder = app_state.finder()
     found = finder.find(owner, query, page=page, page_size=PAGE_SIZE)
 except MailError as exc:
-    st.warning(str(exc))
+    st.warning(_md(exc))  # it may quote the query
     st.stop()
 except SQLAlchemyError as exc:
     app_state.database_down(exc)
@@ -103,7 +103,7 @@ def show_picture(picture: Picture) -> None:
     served = picture.result
     if served is None:
         st.markdown("🖼️")
-        st.caption(picture.note)
+        st.caption(picture.note)  # the app's own sentence: no topic or mail text in it
         st.session_state["picture_failed_shown"] = True
         return
     st.image(served.image, width=192)
@@ -182,9 +182,9 @@ def show_message(message_pk: int) -> None:
     for item in conversation:
         with st.container(border=True):
             st.markdown(f"**{_md(item.subject) or '(no subject)'}**")
-            st.caption(" · ".join(_md(part) for part in (
-                f"From {item.sender}", item.date.strftime("%d %b %Y %H:%M") if item.date else "",
-                f"to {', '.join(item.to)}" if item.to else "") if part))
+            st.caption(" · ".join(part for part in (
+                f"From {_md(item.sender)}", item.date.strftime("%d %b %Y %H:%M") if item.date else "",
+                f"to {_md(', '.join(item.to))}" if item.to else "") if part))
             st.text(item.body)  # always plain text, never rendered as HTML or markdown
             if item.attachments:
                 st.caption("Attachments: " + ", ".join(

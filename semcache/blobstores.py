@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import logging
 import os
 import re
 import tempfile
@@ -41,6 +42,8 @@ _EXTENSIONS: dict[str, str] = {
 }
 _CONTENT_TYPES: dict[str, str] = {extension: ctype for ctype, extension in _EXTENSIONS.items()}
 _KEY = re.compile(r"[0-9a-f]{64}\.(?:%s)" % "|".join(sorted(_CONTENT_TYPES)))
+
+log = logging.getLogger(__name__)
 
 
 class InvalidBlobKey(BlobStoreError, ValueError):
@@ -81,8 +84,9 @@ def content_type_for_key(key: str) -> str:
 
 def _check_content(key: str, data: bytes, where: str) -> bytes:
     if hashlib.sha256(data).hexdigest() != key[:64]:
+        log.error("Blob %s in %s is corrupt: its bytes no longer match its hash.", key, where)
         raise BlobStoreError(
-            f"Blob {key} in {where} is corrupt: its bytes no longer match its hash. "
+            f"Blob {key} in the store is corrupt: its bytes no longer match its hash. "
             "Delete it so the image is made again."
         )
     return data
@@ -93,6 +97,9 @@ class LocalBlobStore:
 
     Writes go to a temporary file in the target folder, are fsynced, and are renamed into place,
     so a reader (or a crash) sees the whole file or none.
+
+    Error messages say what failed and what to check, never the folder's path (they may reach
+    any user of an app); the log has the path and the operating system's error.
     """
 
     def __init__(self, root: Path | str) -> None:
@@ -101,9 +108,10 @@ class LocalBlobStore:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as error:
+            log.error("Cannot create the blob folder %s: %s", self.root, error)
             raise BlobStoreError(
-                f"Cannot create the blob folder {self.root}: {error.strerror}. "
-                "Choose a folder this program may write to."
+                f"Cannot create the blob folder ({_reason(error)}). Choose a folder this program may "
+                "write to; the server's log names the one it tried."
             ) from error
 
     def __repr__(self) -> str:
@@ -132,9 +140,10 @@ class LocalBlobStore:
             temp_name = None
             _fsync_dir(path.parent)
         except OSError as error:
+            log.error("Could not write blob %s to %s: %s", key, self.name, error)
             raise BlobStoreError(
-                f"Could not write blob {key} to {self.name}: {error.strerror or error}. "
-                "Check that the folder exists, is writable and has free space."
+                f"Could not save a file in the blob store ({_reason(error)}). Check that its folder "
+                "exists, is writable and has free space."
             ) from error
         finally:
             if temp_name is not None:
@@ -149,10 +158,11 @@ class LocalBlobStore:
         try:
             data = path.read_bytes()
         except FileNotFoundError:
-            raise BlobNotFound(f"No blob {key} in {self.name}.") from None
+            raise BlobNotFound(f"No blob {key} in the store.") from None
         except OSError as error:
+            log.error("Could not read blob %s from %s: %s", key, self.name, error)
             raise BlobStoreError(
-                f"Could not read blob {key} from {self.name}: {error.strerror or error}."
+                f"Could not read a file from the blob store ({_reason(error)})."
             ) from error
         return _check_content(key, data, self.name)
 
@@ -161,12 +171,18 @@ class LocalBlobStore:
         try:
             path.unlink(missing_ok=True)
         except OSError as error:
+            log.error("Could not delete blob %s from %s: %s", key, self.name, error)
             raise BlobStoreError(
-                f"Could not delete blob {key} from {self.name}: {error.strerror or error}."
+                f"Could not delete a file from the blob store ({_reason(error)})."
             ) from error
 
     def exists(self, key: str) -> bool:
         return self.path_for(key).is_file()
+
+
+def _reason(error: OSError) -> str:
+    """The operating system's reason ("Permission denied"), without the path str(error) has."""
+    return error.strerror or type(error).__name__
 
 
 def _same_bytes(path: Path, data: bytes) -> bool:
@@ -212,6 +228,9 @@ class S3BlobStore:
 
     ``put`` sends the SHA-256 of the body (which is also the key), so the server rejects an
     upload that arrived damaged; ``get`` checks the bytes against the key as well.
+
+    Error messages say what failed and what to check, never the bucket, prefix or endpoint (they
+    may reach any user of an app); the log has those.
     """
 
     def __init__(
@@ -336,7 +355,8 @@ class S3BlobStore:
     def _errors(self, action: str, key: str | None) -> Iterator[None]:
         """Turn botocore exceptions into BlobNotFound / BlobStoreError with a sentence for people.
 
-        Messages name the bucket and endpoint, never the credentials.
+        Messages name neither the bucket, its prefix, the endpoint nor the credentials; the log
+        has all but the credentials.
         """
         from botocore.exceptions import (
             BotoCoreError,
@@ -347,45 +367,45 @@ class S3BlobStore:
             ReadTimeoutError,
         )
 
-        what = f"blob {key}" if key else "the bucket"
+        what = "a stored file" if key else "the bucket"
         at = f" at {self.endpoint_url}" if self.endpoint_url else ""
         try:
             yield
-        except ClientError as error:
-            code = _error_code(error)
-            if code in _NOT_FOUND_CODES:
-                raise BlobNotFound(f"No {what} in {self.name}.") from error
-            if code == "NoSuchBucket":
+        except (ClientError, BotoCoreError) as error:
+            code = _error_code(error) if isinstance(error, ClientError) else ""
+            level = logging.INFO if code in _NOT_FOUND_CODES else logging.ERROR
+            log.log(level, "S3: could not %s %s in %s%s: %s", action, key or "the bucket", self.name, at, error)
+            if isinstance(error, ClientError):
+                if code in _NOT_FOUND_CODES:
+                    raise BlobNotFound("No such file in the bucket." if key else "The S3 bucket does not exist.") from error
+                if code == "NoSuchBucket":
+                    raise BlobStoreError(
+                        "The S3 bucket for stored files does not exist; create it (S3BlobStore.ensure_bucket) "
+                        "or fix the bucket name. The server's log names it."
+                    ) from error
+                if code in _AUTH_CODES:
+                    raise BlobStoreError(
+                        f"The S3 server refused to {action} {what} ({code}); check the access key, secret "
+                        "and bucket permissions."
+                    ) from error
+                raise BlobStoreError(f"The S3 server failed to {action} {what} ({code}).") from error
+            if isinstance(error, NoCredentialsError):
                 raise BlobStoreError(
-                    f"The bucket {self.bucket!r} does not exist{at}; create it "
-                    "(S3BlobStore.ensure_bucket) or fix the bucket name."
+                    "There are no S3 credentials for the bucket; pass access_key_id and secret_access_key."
                 ) from error
-            if code in _AUTH_CODES:
+            if isinstance(error, (ConnectTimeoutError, ReadTimeoutError)):
                 raise BlobStoreError(
-                    f"The S3 server{at} refused to {action} {what} in {self.name} "
-                    f"({code}); check the access key, secret and bucket permissions."
+                    f"The S3 server did not answer in time when asked to {action} {what}; check that it "
+                    "is running and reachable."
+                ) from error
+            if isinstance(error, EndpointConnectionError):
+                raise BlobStoreError(
+                    f"Could not connect to the S3 server to {action} {what}; check that it is running "
+                    "and that its endpoint URL is right."
                 ) from error
             raise BlobStoreError(
-                f"The S3 server{at} failed to {action} {what} in {self.name} ({code})."
-            ) from error
-        except NoCredentialsError as error:
-            raise BlobStoreError(
-                f"No S3 credentials for {self.name}; pass access_key_id and secret_access_key."
-            ) from error
-        except (ConnectTimeoutError, ReadTimeoutError) as error:
-            raise BlobStoreError(
-                f"The S3 server{at} did not answer in time when asked to {action} {what} "
-                f"in {self.name}; check that it is running and reachable."
-            ) from error
-        except EndpointConnectionError as error:
-            raise BlobStoreError(
-                f"Could not connect to the S3 server{at} to {action} {what} in "
-                f"{self.name}; check that it is running and that the endpoint URL is right."
-            ) from error
-        except BotoCoreError as error:
-            raise BlobStoreError(
-                f"Could not {action} {what} in {self.name}{at} ({type(error).__name__}); "
-                "check that the S3 server is running and reachable."
+                f"Could not {action} {what} ({type(error).__name__}); check that the S3 server is "
+                "running and reachable."
             ) from error
 
 

@@ -23,6 +23,8 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 # contents, written under a lock) is shared by all of them, and by the processes they start, so
 # it is made once per machine. tests/test_embedders.py exports into folders of its own.
 os.environ.setdefault("ONNX_EXPORT_DIR", "/var/tmp/mailsearch-test-onnx")
+# The test IMAP server (Dovecot) listens on loopback, which imports may reach only with this.
+os.environ.setdefault("IMAP_ALLOW_PRIVATE_HOSTS", "true")
 
 
 def require(condition: bool, reason: str) -> None:
@@ -60,7 +62,7 @@ def engine(pg_url):
 CACHE_TABLES = ("semcache_events", "semcache_feedback", "semcache_embeddings", "semcache_entries",
                 "semcache_spaces", "semcache_settings", "semcache_usage", "semcache_pending")
 MAIL_TABLES = ("mail_embeddings", "mail_messages", "mail_imap_state", "mail_imports")
-ACCOUNT_TABLES = ("app_sessions", "app_users")
+ACCOUNT_TABLES = ("app_sessions", "app_signups", "app_sign_in_failures", "app_users")
 JOB_TABLES = ("procrastinate_events", "procrastinate_periodic_defers", "procrastinate_jobs",
               "procrastinate_workers")
 
@@ -138,6 +140,18 @@ def app_env(db, pg_url, tmp_path, monkeypatch, emoji_cache_dir, emoji_generator)
     app_state.picture_pool().shutdown(wait=True)
     app_state.picture_pool.clear()
     reset()
+
+
+@pytest.fixture
+def password_mode(app_env, monkeypatch):
+    """The app with AUTH_MODE=password and "boss" as its admin."""
+    import app_state
+
+    monkeypatch.setenv("AUTH_MODE", "password")
+    monkeypatch.setenv("ADMIN_USERS", "boss")
+    app_state.accounts.clear()
+    yield app_env
+    app_state.accounts.clear()
 
 
 MAKING_A_PICTURE = "Making a picture…"

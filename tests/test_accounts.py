@@ -4,14 +4,21 @@ parts: the embedded PostgreSQL, the local model, the offline pictures, Streamlit
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
+from argon2 import PasswordHasher
+from argon2.exceptions import VerificationError
 from streamlit.testing.v1 import AppTest
 
+import auth
 from db.accounts import LOCK_AFTER, AccountError, Accounts
 from mail.search import message, search, thread
 from mail.store import import_messages
@@ -40,6 +47,25 @@ def texts(elements) -> str:
 @pytest.fixture
 def accounts(db) -> Accounts:
     return Accounts(db, session_hours=1)
+
+
+class CountingHasher(PasswordHasher):
+    """argon2-cffi's hasher, counting the password checks it runs and how many failed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.checks = self.wrong = 0
+
+    def verify(self, hash, password):
+        with self.lock:
+            self.checks += 1
+        try:
+            return super().verify(hash, password)
+        except VerificationError:
+            with self.lock:
+                self.wrong += 1
+            raise
 
 
 def test_sign_up_and_sign_in(accounts, db):
@@ -83,6 +109,245 @@ def test_names_are_unique_and_wrong_passwords_lock_for_a_while(accounts, db):
     assert accounts.sign_in("alice", PASSWORD).username == "alice"
 
 
+def attempt(accounts: Accounts, name: str, password: str) -> str:
+    try:
+        accounts.sign_in(name, password)
+        return "signed in"
+    except AccountError as exc:
+        return "locked" if "try again in a minute" in str(exc) else "wrong"
+
+
+def test_simultaneous_wrong_passwords_cannot_outrun_the_lock(accounts, db):
+    """39 wrong passwords at once and then the right one: five are checked, and the right one
+    finds the account locked."""
+    accounts.sign_up("alice", PASSWORD)
+    hasher = CountingHasher()
+    racing = Accounts(db, hasher=hasher)
+    hasher.checks = hasher.wrong = 0
+    wrong = 39
+    barrier = threading.Barrier(wrong)
+
+    def guess(i: int) -> str:
+        barrier.wait()
+        return attempt(racing, "alice", f"wrong password {i}")
+
+    def right() -> str:
+        deadline = time.monotonic() + 30
+        while hasher.checks < LOCK_AFTER and time.monotonic() < deadline:  # the guesses are being checked
+            time.sleep(0.001)
+        return attempt(racing, "alice", PASSWORD)
+
+    with ThreadPoolExecutor(wrong + 1) as pool:
+        guesses = [pool.submit(guess, i) for i in range(wrong)]
+        last = pool.submit(right)
+        outcomes = [g.result() for g in guesses]
+    assert last.result() == "locked", "the right password came after five wrong ones"
+    assert hasher.wrong <= LOCK_AFTER and outcomes.count("wrong") <= LOCK_AFTER, (hasher.wrong, outcomes)
+    assert outcomes.count("locked") >= wrong - LOCK_AFTER
+    with db.connect() as conn:
+        failed, locked = conn.execute(text("SELECT failed_sign_ins, locked_until > now() FROM app_users")).one()
+    assert failed == LOCK_AFTER and locked
+
+
+def test_names_with_no_account_are_limited_like_accounts(accounts, db):
+    hasher = CountingHasher()
+    racing = Accounts(db, hasher=hasher)
+    hasher.checks = 0
+    barrier = threading.Barrier(20)
+
+    def guess(i: int) -> str:
+        barrier.wait()
+        return attempt(racing, "nobody", f"guess number {i}")
+
+    with ThreadPoolExecutor(20) as pool:
+        outcomes = list(pool.map(guess, range(20)))
+    assert outcomes.count("wrong") == LOCK_AFTER and outcomes.count("locked") == 20 - LOCK_AFTER
+    assert hasher.checks == LOCK_AFTER, "a locked name costs no password check"
+    assert attempt(racing, "NoBody ", "another guess") == "locked", "the same name, however written"
+    assert attempt(racing, "somebody", "a first guess") == "wrong", "other names are not held back"
+
+    with db.begin() as conn:  # an hour after its last wrong attempt a name is forgotten
+        conn.execute(text("UPDATE app_sign_in_failures SET locked_until = now() - interval '1 minute', "
+                          "last_failed_at = now() - interval '61 minutes' WHERE username = 'nobody'"))
+    assert attempt(racing, "elsewhere", "a first guess") == "wrong"
+    with db.connect() as conn:
+        kept = set(conn.execute(text("SELECT username FROM app_sign_in_failures")).scalars())
+    assert kept == {"somebody", "elsewhere"}
+
+    racing.sign_up("nobody", PASSWORD)  # a name signed up for starts with a clean slate
+    assert racing.sign_in("nobody", PASSWORD).username == "nobody"
+
+
+def test_sign_up_refuses_the_admins_names(db):
+    accounts = Accounts(db, admins=["Boss", " root ", "king"])
+    for name in ("boss", "BOSS", " Boss ", "root", "\u212aing"):  # U+212A KELVIN SIGN case-folds to k
+        with pytest.raises(AccountError, match="reserved"):
+            accounts.sign_up(name, PASSWORD)
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM app_users")).scalar() == 0
+    assert accounts.sign_up("bossy", PASSWORD).username == "bossy"
+
+
+def test_sign_ups_are_limited_per_hour_in_total_and_per_client(db):
+    accounts = Accounts(db, signups_per_hour=3, signups_per_client_per_hour=2)
+    accounts.sign_up("ann", PASSWORD, client="198.51.100.7")
+    accounts.sign_up("ben", PASSWORD, client="198.51.100.7")
+    with pytest.raises(AccountError, match="from your network address in the last hour"):
+        accounts.sign_up("cat", PASSWORD, client="198.51.100.7")
+    accounts.sign_up("cat", PASSWORD, client="203.0.113.9")
+    with pytest.raises(AccountError, match="Too many accounts were created in the last hour"):
+        accounts.sign_up("dan", PASSWORD, client="192.0.2.1")
+    with db.begin() as conn:
+        conn.execute(text("UPDATE app_signups SET created_at = now() - interval '61 minutes'"))
+    accounts.sign_up("dan", PASSWORD, client="198.51.100.7")
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM app_signups")).scalar() == 1, "older sign-ups are forgotten"
+
+
+def test_simultaneous_sign_ups_never_overshoot_the_limit(db):
+    accounts = Accounts(db, signups_per_hour=3)
+    barrier = threading.Barrier(10)
+
+    def one(i: int) -> bool:
+        barrier.wait()
+        try:
+            accounts.sign_up(f"user{i}", PASSWORD)
+            return True
+        except AccountError:
+            return False
+
+    with ThreadPoolExecutor(10) as pool:
+        assert sum(pool.map(one, range(10))) == 3
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM app_users")).scalar() == 3
+
+
+def create_account(pg_url: str, tmp_path: Path, *args: str, password: str) -> subprocess.CompletedProcess:
+    """``python -m db.accounts ARGS`` in a process of its own, the password piped to it."""
+    env = {**os.environ, "DATABASE_URL": pg_url, "DATA_DIR": str(tmp_path), "ADMIN_USERS": "boss",
+           "AUTH_MODE": "password"}
+    return subprocess.run([sys.executable, "-m", "db.accounts", *args], cwd=ROOT, env=env,
+                          input=password, capture_output=True, text=True, timeout=120)
+
+
+def account_command(monkeypatch, capsys, *args: str, password: str) -> tuple[int, str]:
+    """The same command in this process (the app's settings of the test), for its refusals."""
+    import io
+
+    from db.accounts import main
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(password))
+    code = main(list(args))
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def test_the_command_creates_an_admin_account(password_mode, db, pg_url, tmp_path, monkeypatch, capsys):
+    done = create_account(pg_url, tmp_path, "create-admin", "Boss", password="\n")
+    assert done.returncode == 1 and "A password is at least 10 characters long" in done.stderr
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM app_users")).scalar() == 0
+    done = create_account(pg_url, tmp_path, "create-admin", "Boss", password=PASSWORD + "\n")
+    assert done.returncode == 0 and "The administrator boss can sign in" in done.stdout, done.stderr
+    assert PASSWORD not in done.stdout + done.stderr
+
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    app.text_input(key="sign_in_name").input("boss")
+    app.text_input(key="sign_in_password").input(PASSWORD)
+    next(b for b in app.button if b.label == "Sign in").click().run()
+    assert not app.exception, app.exception
+    assert "Signed in as **boss** · admin" in texts(app.sidebar.caption)
+
+    code, said = account_command(monkeypatch, capsys, "create-admin", "carol", password=PASSWORD + "\n")
+    assert code == 1 and "carol is not in ADMIN_USERS" in said
+    code, said = account_command(monkeypatch, capsys, "create-admin", "boss", password="another password\n")
+    assert code == 1 and "exists already; nothing was changed" in said
+    assert Accounts(db).sign_in("boss", PASSWORD).username == "boss"
+    code, said = account_command(monkeypatch, capsys, "create-admin", "boss", "--replace",
+                                 password="another password\n")
+    assert code == 0, said
+    assert Accounts(db).sign_in("boss", "another password").username == "boss"
+    with pytest.raises(AccountError):
+        Accounts(db).sign_in("boss", PASSWORD)
+
+    code, said = account_command(monkeypatch, capsys, "create-user", "boss", password=PASSWORD + "\n")
+    assert code == 1 and "make its account with create-admin" in said
+    code, said = account_command(monkeypatch, capsys, "create-user", "carol", password=PASSWORD + "\n")
+    assert code == 0 and "The user carol can sign in" in said
+    assert Accounts(db).sign_in("carol", PASSWORD).username == "carol"
+
+
+def test_the_command_asks_twice_at_a_terminal(db, pg_url, tmp_path):
+    """At a terminal the password is asked for with getpass, twice, and never echoed."""
+    import pty
+    import select
+
+    def at_a_terminal(*typed: str) -> tuple[int, str]:
+        leader, follower = pty.openpty()
+        env = {**os.environ, "DATABASE_URL": pg_url, "DATA_DIR": str(tmp_path), "ADMIN_USERS": "boss"}
+        process = subprocess.Popen([sys.executable, "-m", "db.accounts", "create-admin", "boss"], cwd=ROOT, env=env,
+                                   stdin=follower, stdout=follower, stderr=follower, start_new_session=True)
+        os.close(follower)
+        shown, answers, answered_at = b"", list(typed), 0
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if not select.select([leader], [], [], 1)[0]:
+                continue
+            try:
+                chunk = os.read(leader, 1024)
+            except OSError:  # the command ended and closed the terminal
+                break
+            if not chunk:
+                break
+            shown += chunk
+            if answers and shown[answered_at:].rstrip().endswith(b":"):  # a new prompt
+                os.write(leader, answers.pop(0).encode() + b"\n")
+                answered_at = len(shown)
+        os.close(leader)
+        return process.wait(timeout=10), shown.decode(errors="replace")
+
+    code, shown = at_a_terminal(PASSWORD, "not the same password")
+    assert code == 1 and "The two passwords differ." in shown
+    code, shown = at_a_terminal(PASSWORD, PASSWORD)
+    assert code == 0 and "The administrator boss can sign in" in shown, shown
+    assert "Password for boss:" in shown and PASSWORD not in shown, "asked for, and not echoed"
+    assert Accounts(db).sign_in("boss", PASSWORD).username == "boss"
+
+
+def test_the_first_start_creates_the_admin_from_a_file(password_mode, monkeypatch, db, tmp_path):
+    import app_state
+    import settings as settings_module
+
+    secret = tmp_path / "admin-password"
+    secret.write_text(PASSWORD + "\n")
+    monkeypatch.setenv("ADMIN_USERS", "Boss, deputy")
+    monkeypatch.setenv("ADMIN_PASSWORD_FILE", str(secret))
+    settings_module.get_settings.cache_clear()
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert not app.exception, app.exception
+    assert Accounts(db).sign_in("boss", PASSWORD).username == "boss"
+
+    secret.write_text("a different password\n")  # once: an existing account is never changed
+    app_state.accounts.clear()
+    AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    assert Accounts(db).sign_in("boss", PASSWORD).username == "boss"
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT array_agg(username) FROM app_users")).scalar() == ["boss"]
+
+
+def test_the_page_refuses_admin_names_and_sign_ups_over_the_limit(password_mode, monkeypatch):
+    import settings as settings_module
+
+    monkeypatch.setenv("SIGNUPS_PER_HOUR", "1")
+    settings_module.get_settings.cache_clear()
+    app = sign_up(AppTest.from_file(APP, default_timeout=TIMEOUT).run(), "Boss")
+    assert "That user name is reserved; choose another." in texts(app.error)
+    assert "auth_token" not in app.session_state
+    sign_up(AppTest.from_file(APP, default_timeout=TIMEOUT).run(), "carol")
+    app = sign_up(AppTest.from_file(APP, default_timeout=TIMEOUT).run(), "dave")
+    assert "Too many accounts were created in the last hour; try again later." in texts(app.error)
+
+
 def test_sessions_expire_and_sign_out_ends_them(accounts, db):
     first = accounts.sign_up("alice", PASSWORD)
     second = accounts.sign_in("alice", PASSWORD)
@@ -95,17 +360,6 @@ def test_sessions_expire_and_sign_out_ends_them(accounts, db):
 
 
 # ---------------------------------------------------------------------- the app's gates
-
-
-@pytest.fixture
-def password_mode(app_env, monkeypatch):
-    import app_state
-
-    monkeypatch.setenv("AUTH_MODE", "password")
-    monkeypatch.setenv("ADMIN_USERS", "boss")
-    app_state.accounts.clear()
-    yield app_env
-    app_state.accounts.clear()
 
 
 def sign_up(app: AppTest, name: str) -> AppTest:
@@ -158,9 +412,9 @@ def test_admin_pages_are_for_admins(password_mode, db):
         assert "This page is for administrators." in texts(app.error)
         assert not app.dataframe and not app.metric, "nothing of the cache is shown"
 
-    boss = accounts.sign_up("boss", PASSWORD)
+    accounts.create_account("boss", PASSWORD)
     app = AppTest.from_file(SETTINGS, default_timeout=TIMEOUT)
-    app.session_state["auth_token"] = boss.token
+    app.session_state["auth_token"] = accounts.sign_in("boss", PASSWORD).token
     app.run()
     assert not app.exception and app.title[0].value == "Image cache settings"
 
@@ -169,7 +423,8 @@ def test_only_admins_may_import_from_a_server_path(password_mode, db):
     accounts = Accounts(db)
     for name, expect in (("carol", False), ("boss", True)):
         app = AppTest.from_file(str(ROOT / "pages" / "import_mail.py"), default_timeout=TIMEOUT)
-        app.session_state["auth_token"] = accounts.sign_up(name, PASSWORD).token
+        accounts.create_account(name, PASSWORD)
+        app.session_state["auth_token"] = accounts.sign_in(name, PASSWORD).token
         app.run()
         assert not app.exception
         labels = [t.label for t in app.tabs]
@@ -178,6 +433,8 @@ def test_only_admins_may_import_from_a_server_path(password_mode, db):
 
 
 def test_oidc_mode(app_env, monkeypatch):
+    import app_state
+
     monkeypatch.setenv("AUTH_MODE", "oidc")
     monkeypatch.setenv("ADMIN_USERS", "boss@example.com")
     app = AppTest.from_file(APP, default_timeout=TIMEOUT)
@@ -195,16 +452,43 @@ def test_oidc_mode(app_env, monkeypatch):
 
     for email, admin in (("Dana@Example.com", False), ("boss@example.com", True)):
         app = AppTest.from_file(APP, default_timeout=TIMEOUT)
-        app.user = {"is_logged_in": True, "email": email, "name": "Someone"}
+        app.user = {"is_logged_in": True, "email": email, "email_verified": True, "name": "Someone"}
         app.run()
         assert not app.exception, app.exception
-        assert f"Signed in as **{email.casefold()}**" in texts(app.sidebar.caption)
+        assert f"Signed in as **{app_state.md(email.casefold())}**" in texts(app.sidebar.caption)
         assert ("admin" in texts(app.sidebar.caption)) is admin
 
     app = AppTest.from_file(SETTINGS, default_timeout=TIMEOUT)
-    app.user = {"is_logged_in": True, "email": "dana@example.com"}
+    app.user = {"is_logged_in": True, "email": "dana@example.com", "email_verified": "true"}
     app.run()
     assert "This page is for administrators." in texts(app.error)
+
+
+@pytest.mark.parametrize("verified, signed_in", [
+    (True, True), ("true", True), ("True", True), (None, False), (False, False), ("false", False),
+    ("yes", False), (1, False), ("", False)])
+def test_oidc_needs_a_verified_address(verified, signed_in):
+    info = {"is_logged_in": True, "email": "Boss@Example.com"}
+    if verified is not None:
+        info["email_verified"] = verified
+    user = auth.oidc_user(info, frozenset({"boss@example.com"}))
+    assert (user == auth.User("boss@example.com", is_admin=True)) if signed_in else user is None
+
+
+def test_oidc_mode_refuses_an_unverified_address(app_env, monkeypatch):
+    monkeypatch.setenv("AUTH_MODE", "oidc")
+    monkeypatch.setenv("ADMIN_USERS", "boss@example.com")
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT)
+    app.user = {"is_logged_in": True, "email": "boss@example.com", "name": "Not the boss"}  # no email_verified
+    app.run()
+    assert not app.exception, app.exception
+    refused = texts(app.error)
+    assert "Your identity provider has not confirmed that" in refused and "is your address" in refused
+    assert not app.sidebar.caption and "q" not in [w.key for w in app.text_input]
+    app = AppTest.from_file(SETTINGS, default_timeout=TIMEOUT)
+    app.user = {"is_logged_in": True, "email": "boss@example.com", "email_verified": False}
+    app.run()
+    assert "Sign in to see this page." in texts(app.warning)
 
 
 # ---------------------------------------------------------------------- one user's mail is theirs

@@ -299,8 +299,31 @@ def test_local_files_are_readable_by_others(tmp_path: Path) -> None:
 def test_local_unwritable_folder_is_a_blob_store_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_bytes(b"")
-    with pytest.raises(BlobStoreError, match="Cannot create the blob folder"):
+    with pytest.raises(BlobStoreError, match="Cannot create the blob folder") as caught:
         LocalBlobStore(blocker / "blobs")
+    assert str(tmp_path) not in str(caught.value)
+
+
+def test_local_errors_name_no_folder(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A store's errors can reach any user (a picture that could not be had): they say what
+    failed, and the server's log says where."""
+    root = tmp_path / "private-server-folder"
+    store = LocalBlobStore(root)
+    data = png_bytes("blocked")
+    key = blob_key(data)
+    (root / key[0:2]).write_bytes(b"a file where a folder goes")
+    stored = store.put(png_bytes("readable"))
+    store.path_for(stored).unlink()
+    store.path_for(stored).mkdir()  # a folder where the file goes
+    with caplog.at_level("ERROR", logger="semcache.blobstores"):
+        for action, why in ((lambda: store.put(data), "Could not save a file in the blob store"),
+                            (lambda: store.get(stored), "Could not read a file from the blob store"),
+                            (lambda: store.delete(stored), "Could not delete a file from the blob store")):
+            with pytest.raises(BlobStoreError, match=why) as caught:
+                action()
+            assert str(root) not in str(caught.value) and "private-server-folder" not in str(caught.value)
+    assert all(str(root) in record.getMessage() for record in caplog.records)
+    assert len(caplog.records) == 3
 
 
 # --- S3 ----------------------------------------------------------------------------------------
@@ -336,6 +359,7 @@ def test_s3_missing_bucket_and_ensure_bucket(server: S3Server) -> None:
     with pytest.raises(BlobStoreError, match="does not exist") as caught:
         store.put(png_bytes())
     assert not isinstance(caught.value, BlobNotFound)
+    assert store.bucket not in str(caught.value) and server.endpoint_url not in str(caught.value)
     store.ensure_bucket()
     store.ensure_bucket()
     key = store.put(png_bytes())
@@ -378,8 +402,8 @@ def test_s3_outage_fails_fast_and_recovers_after_restart(server: S3Server) -> No
             assert elapsed < OUTAGE_LIMIT_SECONDS, f"{name} took {elapsed:.1f} s"
             assert not isinstance(caught.value, BlobNotFound)
             message = str(caught.value)
-            assert server.endpoint_url in message and "running" in message
-            assert server.secret_key not in message
+            assert "running" in message and server.secret_key not in message
+            assert server.endpoint_url not in message and store.bucket not in message
     finally:
         server.start()
     assert store.get(key) == data

@@ -59,7 +59,7 @@ def queue(db, pg_url, store, job_secrets):
     from mail.jobs import ImportQueue, job_app, psycopg_conninfo
 
     queue = ImportQueue(db, job_app(psycopg_conninfo(pg_url)), uploads=store, secrets=job_secrets,
-                        max_upload_mb=5, max_message_mb=5)
+                        max_upload_mb=5, max_message_mb=5, imap_allow_private_hosts=True)  # Dovecot on loopback
     yield queue
     queue.close()
 
@@ -69,7 +69,7 @@ def runner(db, local_embedder, store, job_secrets, tmp_path):
     from mail.jobs_worker import ImportRunner
 
     return ImportRunner(engine=db, embedder=local_embedder, uploads=store, secrets=job_secrets,
-                        data_dir=tmp_path, max_message_mb=5, max_upload_mb=5)
+                        data_dir=tmp_path, max_message_mb=5, max_upload_mb=5, imap_allow_private_hosts=True)
 
 
 @pytest.fixture

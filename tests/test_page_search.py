@@ -164,3 +164,35 @@ def test_opening_a_result_shows_the_thread_as_text(alice, db, local_embedder):
     assert not app.exception
     shown = "\n".join(t.value for t in app.text)
     assert "Come to the party" in shown and "alert" not in shown and "<script" not in shown
+
+
+HOSTILE_SUBJECT = "Garden ![x](http://127.0.0.1:9/p.png) http://127.0.0.1:9/a www.example.com :material/star:"
+
+
+def test_mail_and_other_users_topics_show_as_text(alice, db, local_embedder, emoji_generator):
+    """Subjects, senders, snippets, addresses and the phrase that answered are text: no image, no
+    link (also no bare one), no icon; the snippet keeps its highlight."""
+    from semcache import SemanticCache
+    from semcache.blobstores import LocalBlobStore
+    from test_inert_text import not_inert, shown_markdown
+
+    import app_state
+
+    hostile = mail(HOSTILE_SUBJECT, "Garden party :red[now]: see http://127.0.0.1:9/a or www.example.com, "
+                                    "ask mallory@example.com $x$ -> <b>here</b>",
+                   sender="Mallory ![y](http://127.0.0.1:9/s.png) <mallory@example.com>",
+                   to="team@example.org, www.example.net")
+    import_messages(db, "alice", raw([hostile]), embedder=local_embedder)
+    cache = SemanticCache(db, local_embedder, emoji_generator, LocalBlobStore(alice / "blobs"), default_threshold=0.35)
+    cache.get("lawn ![x](http://127.0.0.1:9/p.png) www.example.com", user="mallory")  # another user's topic
+    cache.set_threshold(2.0, actor="test")  # so that it answers the next search
+
+    app = picture(run_query(AppTest.from_file(PAGE, default_timeout=180).run(), "garden"))
+    assert f"**{app_state.md(HOSTILE_SUBJECT)}**" in markdown(app)
+    assert "<mark>Garden</mark>" in markdown(app) or "<mark>garden</mark>" in markdown(app)
+    assert "Served from cache: *" + app_state.md("lawn ![x](http://127.0.0.1:9/p.png) www.example.com") in captions(app)
+    app.button(key=next(b.key for b in app.button if b.key and b.key.startswith("open-"))).click().run()
+    assert not app.exception
+    assert "to " + app_state.md("team@example.org, www.example.net") in captions(app)
+    problems = {source: not_inert(source) for source in shown_markdown(app)}
+    assert {source: found for source, found in problems.items() if found} == {}

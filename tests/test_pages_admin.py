@@ -371,3 +371,40 @@ def test_report_thumbnails_and_errors():
     message = report.explain(OperationalError("SELECT 1", {}, Exception("connection refused\nmore")))
     assert "database is not answering" in message and "connection refused" in message
     assert re.search(r"DATABASE_URL", message)
+
+
+# ---------------------------------------------------------------------- other users' topics are text
+
+HOSTILE_TOPIC = "Lawn ![x](http://127.0.0.1:9/p.png) http://127.0.0.1:9/a www.example.com :material/star: $x$"
+
+
+def test_another_users_topic_is_text_on_the_savings_page(app_env, cache):
+    """A non-admin's topic, served to the demo replay, shows as written: no image is fetched."""
+    import app_state
+    from test_inert_text import not_inert, shown_markdown
+
+    entry = cache.get(HOSTILE_TOPIC, user="mallory")
+    cache.set_threshold(2.0, actor="test")  # so that it answers the replay's first topic
+    app = page(SAVINGS_PAGE)
+    app.number_input(key="demo_count").set_value(1)
+    next(b for b in app.button if b.label == "Replay").click().run()
+    assert not app.exception
+    assert f"picture of “{app_state.md(entry.key)}”" in texts(app.markdown)
+    problems = {source: not_inert(source) for source in shown_markdown(app)}
+    assert {source: found for source, found in problems.items() if found} == {}
+
+
+def test_another_users_topic_is_text_on_the_settings_page(app_env, cache):
+    import app_state
+    from test_inert_text import not_inert, shown_markdown
+
+    entry = cache.get(HOSTILE_TOPIC, user="mallory")
+    cache.get("lawn www.example.org", user="mallory")
+    app = page(SETTINGS_PAGE)
+    app.slider(key="threshold").set_value(1.0).run()
+    app.text_input(key="preview_topic").input("lawn :red[x] alice@example.com").run()
+    assert not app.exception
+    assert f"**{app_state.md(entry.key)}**" in texts(app.markdown)
+    assert app_state.md("lawn :red[x] alice@example.com") in texts(app.success)
+    problems = {source: not_inert(source) for source in shown_markdown(app)}
+    assert {source: found for source, found in problems.items() if found} == {}

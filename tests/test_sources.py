@@ -6,8 +6,10 @@ from __future__ import annotations
 import mailbox
 import os
 import random
+import socket
 import stat
 import struct
+import threading
 import uuid
 import zipfile
 from pathlib import Path
@@ -18,6 +20,7 @@ from imapserver import ImapServer, imap_server  # noqa: F401  (session fixture)
 from mail.sources import (
     EmlFileSource,
     EmlFolderSource,
+    ImapRefused,
     ImapSource,
     Limits,
     MaildirSource,
@@ -395,6 +398,13 @@ def new_folder() -> str:
     return f"import-{uuid.uuid4().hex[:8]}"
 
 
+def imap(target: str, **options) -> ImapSource:
+    """An IMAP source allowed to reach the test server (Dovecot listens on loopback)."""
+    source = open_source(target, allow_private_hosts=True, **options)
+    assert isinstance(source, ImapSource)
+    return source
+
+
 def url(server: ImapServer, folder: str, *, with_password: bool = False) -> str:
     secret = f":{server.password}" if with_password else ""
     return f"imap://{server.user}{secret}@{server.host}:{server.port}/{folder}"
@@ -415,7 +425,7 @@ def test_imap_fetches_everything_and_leaves_flags_alone(imap_server: ImapServer)
     imap_server.append(folder, crlf(message(3)), flags="\\Seen")
     before = without_recent(imap_server.flags(folder))
 
-    source = open_source(url(imap_server, folder, with_password=True))
+    source = imap(url(imap_server, folder, with_password=True))
     assert isinstance(source, ImapSource)
     assert source.total == 3
     items = read_all(source)
@@ -436,14 +446,14 @@ def test_imap_incremental_import_fetches_only_new_uids(imap_server: ImapServer) 
     # small batches: several UID FETCH rounds
     first = ImapSource(imap_server.host, imap_server.port, user=imap_server.user,
                        password=imap_server.password, security="plain", folders=[folder],
-                       batch_size=2)
+                       batch_size=2, allow_private_hosts=True)
     items = read_all(first)
     assert [item.uid for item in items] == [1, 2, 3, 4, 5]
     state = first.new_state()
     assert state == {folder: (items[0].uidvalidity, 5)}
 
     imap_server.append(folder, crlf(message(99)))
-    second = open_source(url(imap_server, folder), password=imap_server.password, state=state)
+    second = imap(url(imap_server, folder), password=imap_server.password, state=state)
     assert second.total == 1
     items = read_all(second)
     assert raws(items) == [crlf(message(99))]
@@ -453,7 +463,7 @@ def test_imap_incremental_import_fetches_only_new_uids(imap_server: ImapServer) 
     assert state[folder][1] == 6
 
     # nothing new: "UID 7:*" still matches the last message on the wire; it must not come back
-    third = open_source(url(imap_server, folder), password=imap_server.password, state=state)
+    third = imap(url(imap_server, folder), password=imap_server.password, state=state)
     assert third.total == 0 and read_all(third) == []
     assert third.new_state() == state
 
@@ -462,7 +472,7 @@ def test_imap_changed_uidvalidity_fetches_everything_again(imap_server: ImapServ
     folder = new_folder()
     imap_server.append(folder, crlf(message(1)))
     imap_server.append(folder, crlf(message(2)))
-    first = open_source(url(imap_server, folder), password=imap_server.password)
+    first = imap(url(imap_server, folder), password=imap_server.password)
     read_all(first)
     state = first.new_state()
 
@@ -470,7 +480,7 @@ def test_imap_changed_uidvalidity_fetches_everything_again(imap_server: ImapServ
     imap_server.append(folder, crlf(message(3)))  # recreated: a new UIDVALIDITY
     imap_server.append(folder, crlf(message(4)))
     imap_server.append(folder, crlf(message(5)))
-    again = open_source(url(imap_server, folder), password=imap_server.password, state=state)
+    again = imap(url(imap_server, folder), password=imap_server.password, state=state)
     assert again.uidvalidity_changed == [folder]
     items = read_all(again)
     assert raws(items) == [crlf(message(n)) for n in (3, 4, 5)]
@@ -482,9 +492,9 @@ def test_imap_changed_uidvalidity_fetches_everything_again(imap_server: ImapServ
 def test_imap_wrong_password_is_refused_without_showing_it(imap_server: ImapServer) -> None:
     wrong = "Tr0ub4dor&3-wrong"
     for attempt in (
-        lambda: open_source(url(imap_server, "INBOX"), password=wrong),
-        lambda: open_source(f"imap://{imap_server.user}:{wrong}@{imap_server.host}:"
-                            f"{imap_server.port}/INBOX"),
+        lambda: imap(url(imap_server, "INBOX"), password=wrong),
+        lambda: imap(f"imap://{imap_server.user}:{wrong}@{imap_server.host}:"
+                     f"{imap_server.port}/INBOX"),
     ):
         with pytest.raises(ImportRefused) as refused:
             attempt()
@@ -495,7 +505,7 @@ def test_imap_wrong_password_is_refused_without_showing_it(imap_server: ImapServ
 
 
 def test_imap_source_does_not_keep_the_password(imap_server: ImapServer) -> None:
-    source = open_source(url(imap_server, "INBOX", with_password=True))
+    source = imap(url(imap_server, "INBOX", with_password=True))
     try:
         kept = repr(vars(source)) + repr(vars(source._conn)) + source.name + repr(source)
         assert imap_server.password not in kept
@@ -508,8 +518,8 @@ def test_imap_oversized_message_is_skipped_and_the_state_moves_past_it(
     folder = new_folder()
     imap_server.append(folder, crlf(message(1, "big " * 2000)))
     imap_server.append(folder, crlf(message(2)))
-    source = open_source(url(imap_server, folder), password=imap_server.password,
-                         max_message_bytes=4000)
+    source = imap(url(imap_server, folder), password=imap_server.password,
+                  max_message_bytes=4000)
     items = read_all(source)
     skip, ok = items
     assert isinstance(skip, Skipped) and (skip.folder, skip.uid) == (folder, 1)
@@ -526,8 +536,8 @@ def test_imap_several_folders_and_a_non_ascii_name(imap_server: ImapServer) -> N
     other = new_folder()
     imap_server.append(imap_utf7(drafts), crlf(message(1)))
     imap_server.append(other, crlf(message(2)))
-    source = open_source(f"imap://{imap_server.host}:{imap_server.port}", user=imap_server.user,
-                         password=imap_server.password, folders=[drafts, other])
+    source = imap(f"imap://{imap_server.host}:{imap_server.port}", user=imap_server.user,
+                  password=imap_server.password, folders=[drafts, other])
     items = read_all(source)
     assert [(item.folder, item.raw) for item in items] == [
         (drafts, crlf(message(1))), (other, crlf(message(2)))]
@@ -536,7 +546,7 @@ def test_imap_several_folders_and_a_non_ascii_name(imap_server: ImapServer) -> N
 
 def test_imap_missing_folder_is_refused_with_the_folders_there(imap_server: ImapServer) -> None:
     with pytest.raises(ImportRefused, match="has no folder 'Nope'.*INBOX"):
-        open_source(url(imap_server, "Nope"), password=imap_server.password)
+        imap(url(imap_server, "Nope"), password=imap_server.password)
 
 
 def test_imap_implicit_tls_and_starttls(imap_server: ImapServer) -> None:
@@ -545,17 +555,17 @@ def test_imap_implicit_tls_and_starttls(imap_server: ImapServer) -> None:
     folder = new_folder()
     imap_server.append(folder, crlf(message(1)))
     context = imap_server.ssl_context()
-    tls = open_source(f"imaps://{imap_server.user}@{imap_server.host}:{imap_server.tls_port}/{folder}",
-                      password=imap_server.password, ssl_context=context)
+    tls = imap(f"imaps://{imap_server.user}@{imap_server.host}:{imap_server.tls_port}/{folder}",
+               password=imap_server.password, ssl_context=context)
     assert tls.name.startswith("imaps://alice@")
     assert raws(read_all(tls)) == [crlf(message(1))]
-    starttls = open_source(url(imap_server, folder) + "?starttls=1",
-                           password=imap_server.password, ssl_context=context)
+    starttls = imap(url(imap_server, folder) + "?starttls=1",
+                    password=imap_server.password, ssl_context=context)
     assert raws(read_all(starttls)) == [crlf(message(1))]
 
     with pytest.raises(ImportRefused, match="certificate that is not trusted"):
-        open_source(f"imaps://{imap_server.user}@{imap_server.host}:{imap_server.tls_port}/",
-                    password=imap_server.password)  # the system's CAs do not know it
+        imap(f"imaps://{imap_server.user}@{imap_server.host}:{imap_server.tls_port}/",
+             password=imap_server.password)  # the system's CAs do not know it
 
 
 def test_imap_plaintext_password_to_a_remote_host_is_refused() -> None:
@@ -571,5 +581,204 @@ def test_imap_unreachable_server_is_refused() -> None:
     from imapserver import free_ports
 
     (port,) = free_ports(1)
-    with pytest.raises(ImportRefused, match="Could not connect"):
-        open_source(f"imap://me@127.0.0.1:{port}/INBOX", password="x", timeout=2)
+    with pytest.raises(ImportRefused, match=f"Could not reach an IMAP server at 127.0.0.1:{port}"):
+        imap(f"imap://me@127.0.0.1:{port}/INBOX", password="x", timeout=2)
+
+
+# --- IMAP: which hosts an import may reach, and what it repeats of them ----------------------
+
+REFUSED_HOSTS = [
+    "127.0.0.1", "127.8.9.10", "localhost", "::1", "[::1]", "::ffff:127.0.0.1", "2130706433", "0x7f.1",
+    "10.1.2.3", "172.16.0.1", "192.168.0.10", "100.64.0.1", "169.254.1.1", "fe80::1", "fc00::1",
+    "64:ff9b::a00:1", "2002:a00:1::",  # 10.0.0.1 inside NAT64 and 6to4
+]
+NEVER_HOSTS = [
+    "169.254.169.254", "fd00:ec2::254", "::ffff:169.254.169.254", "100.100.100.200",  # cloud metadata
+    "0.0.0.0", "::", "224.0.0.1", "ff02::1", "240.0.0.1", "255.255.255.255",
+]
+
+
+@pytest.mark.parametrize("host", REFUSED_HOSTS + NEVER_HOSTS)
+def test_imap_refuses_this_machine_private_networks_and_metadata(host: str) -> None:
+    with pytest.raises(ImapRefused) as refused:
+        ImapSource(host, 993, user="sam", password="hunter2", timeout=2)
+    assert "is not an IMAP server this app may connect to" in str(refused.value)
+    assert "resolves to" in refused.value.detail and "IMAP_ALLOW_PRIVATE_HOSTS" in refused.value.detail \
+        or host in NEVER_HOSTS
+
+
+@pytest.mark.parametrize("host", NEVER_HOSTS)
+def test_imap_never_reaches_metadata_multicast_or_reserved_addresses(host: str) -> None:
+    with pytest.raises(ImapRefused, match="is not an IMAP server this app may connect to"):
+        ImapSource(host, 993, user="sam", password="hunter2", timeout=2, allow_private_hosts=True)
+
+
+def test_imap_to_the_test_server_needs_private_hosts_allowed(imap_server: ImapServer) -> None:
+    with pytest.raises(ImapRefused, match="not an IMAP server this app may connect to") as refused:
+        open_source(url(imap_server, "INBOX", with_password=True))
+    assert "IMAP_ALLOW_PRIVATE_HOSTS" in refused.value.detail
+    with imap(url(imap_server, "INBOX", with_password=True)) as source:
+        assert source.total >= 0
+
+
+def test_imap_connects_to_the_address_it_checked(imap_server: ImapServer, monkeypatch) -> None:
+    """A name that resolves differently the second time (DNS rebinding) is asked once: the
+    connection goes to the address that was checked, not to a new answer."""
+    real = socket.getaddrinfo
+    asked: list[str] = []
+
+    def rebinding(host, port, *args, **kwargs):
+        if host != "mail.rebind.test":
+            return real(host, port, *args, **kwargs)
+        asked.append(host)
+        first = len(asked) == 1
+        return real(imap_server.host if first else "127.0.0.2", port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    source = ImapSource("mail.rebind.test", imap_server.port, user=imap_server.user,
+                        password=imap_server.password, security="plain", allow_plaintext=True,
+                        allow_private_hosts=True)
+    source.close()
+    assert asked == ["mail.rebind.test"]
+
+    if imap_server.tls:  # the certificate is still checked against the name, not the address
+        asked.clear()
+        with pytest.raises(ImapRefused, match="certificate that is not trusted"):
+            ImapSource("mail.rebind.test", imap_server.tls_port, user=imap_server.user,
+                       password=imap_server.password, ssl_context=imap_server.ssl_context(),
+                       allow_private_hosts=True)
+        assert asked == ["mail.rebind.test"]
+        ImapSource("localhost", imap_server.tls_port, user=imap_server.user, password=imap_server.password,
+                   ssl_context=imap_server.ssl_context(), allow_private_hosts=True).close()
+
+
+class ScriptedServer:
+    """A TCP server on loopback that is not an IMAP server: it sends ``greeting``, then answers
+    every line with ``reply`` (``{tag}`` is the line's first word; a CAPABILITY command gets
+    IMAP4rev1), until the client leaves."""
+
+    def __init__(self, greeting: bytes, reply: bytes | None = None) -> None:
+        self.greeting, self.reply = greeting, reply
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                try:
+                    conn.sendall(self.greeting)
+                    for line in conn.makefile("rb"):
+                        if self.reply is None:
+                            continue
+                        tag = line.split(b" ", 1)[0]
+                        if b"CAPABILITY" in line.upper():
+                            conn.sendall(b"* CAPABILITY IMAP4rev1\r\n" + tag + b" OK done\r\n")
+                        else:
+                            conn.sendall(self.reply.replace(b"{tag}", tag))
+                except OSError:
+                    pass
+
+    def __enter__(self) -> ScriptedServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+SECRET_BANNER = b"SSH-2.0-OpenSSH_9.6p1 build-7 internal-db-03.corp"
+
+
+@pytest.mark.parametrize("security", ["plain", "starttls", "ssl"])
+@pytest.mark.parametrize("script", [(SECRET_BANNER + b"\r\n", None),
+                                    (b"* OK ready\r\n", b"{tag} NO " + SECRET_BANNER + b"\r\n")],
+                         ids=["ssh-banner", "imap-lookalike"])
+def test_imap_error_repeats_nothing_the_server_sent(security: str, script) -> None:
+    with ScriptedServer(*script) as server:
+        with pytest.raises(ImapRefused) as refused:
+            ImapSource("127.0.0.1", server.port, user="sam", password="hunter2", security=security,
+                       timeout=5, allow_private_hosts=True)
+    message = str(refused.value)
+    assert message in (
+        f"Could not reach an IMAP server at 127.0.0.1:{server.port}; check the host, the port and the "
+        "security setting (SSL/TLS, usually port 993, or STARTTLS, port 143).",
+        f"The IMAP server 127.0.0.1:{server.port} did not start TLS; use SSL/TLS (imaps://) if it expects "
+        "TLS from the start.",
+        "The IMAP server 127.0.0.1 refused the login for 'sam'; check the user name and password (some "
+        "providers, like Gmail, want an app password).",
+    )
+    for word in ("SSH", "OpenSSH", "internal-db", "corp"):
+        assert word not in message
+    if security == "plain":  # the admins' detail has the server's words
+        assert SECRET_BANNER.decode() in refused.value.detail
+
+
+def _import_settings(pg_url: str, tmp_path: Path, **values):
+    """The app's settings for the test database, with "boss" as the admin."""
+    from settings import Settings
+
+    values.setdefault("imap_allow_private_hosts", False)  # the suite's environment turns it on
+    return Settings(database_url=pg_url, data_dir=tmp_path, auth_mode="password", admin_users="boss", **values)
+
+
+def _run_worker(pg_url: str, runner) -> None:
+    import asyncio
+
+    from mail.jobs import psycopg_conninfo
+    from mail.jobs_worker import serve, worker_app
+
+    asyncio.run(serve(worker_app(psycopg_conninfo(pg_url)), runner, once=True))
+
+
+def test_imap_import_refuses_private_hosts_when_queued_and_again_when_it_connects(db, pg_url, tmp_path,
+                                                                                  imap_server) -> None:
+    import services
+    from sqlalchemy import text
+
+    closed = services.build_import_queue(_import_settings(pg_url, tmp_path), db)
+    for host in ("localhost", "127.0.0.1", "::1", "169.254.169.254"):
+        with pytest.raises(ImapRefused, match="not an IMAP server this app may connect to"):
+            closed.enqueue_imap("sam", host=host, user="sam", password="hunter2", security="ssl")
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM mail_imports")).scalar_one() == 0
+
+    # Queued while private hosts were allowed; the worker, without, refuses when it connects.
+    opened = services.build_import_queue(_import_settings(pg_url, tmp_path, imap_allow_private_hosts=True), db)
+    job = opened.enqueue_imap("sam", host=imap_server.host, port=imap_server.port, security="plain",
+                              user=imap_server.user, password=imap_server.password)
+    _run_worker(pg_url, services.build_import_runner(_import_settings(pg_url, tmp_path), db, None))
+    ended = opened.get("sam", job.id)
+    assert ended.status == "failed" and "not an IMAP server this app may connect to" in ended.error
+    assert ended.imported == 0
+    opened.close()
+    closed.close()
+
+
+def test_a_failed_imap_import_shows_the_server_s_words_to_admins_only(db, pg_url, tmp_path) -> None:
+    import services
+
+    settings = _import_settings(pg_url, tmp_path, imap_allow_private_hosts=True)
+    queue = services.build_import_queue(settings, db)
+    runner = services.build_import_runner(settings, db, None)
+    with ScriptedServer(SECRET_BANNER + b"\r\n") as server:
+        jobs = {owner: queue.enqueue_imap(owner, host="127.0.0.1", port=server.port, security="plain",
+                                          user="sam", password="hunter2") for owner in ("sam", "boss")}
+        _run_worker(pg_url, runner)
+    shown = {owner: queue.get(owner, job.id) for owner, job in jobs.items()}
+    queue.close()
+    assert shown["sam"].status == shown["boss"].status == "failed"
+    assert shown["sam"].error.startswith(f"Could not reach an IMAP server at 127.0.0.1:{server.port}")
+    assert "SSH" not in shown["sam"].error and "internal-db" not in shown["sam"].error
+    assert SECRET_BANNER.decode() in shown["boss"].error
