@@ -1,7 +1,8 @@
 # make run   - set up .venv and start the app and one import worker on the embedded defaults
 # make worker - one more import worker
 # make test  - set up .venv with the test tools and run the whole suite
-# make bench - every benchmark (python -m semcache.bench all); results in bench-results/
+# make test-unit - the fast layer: only the tests that need no database, model, S3, IMAP or browser
+# make bench - every benchmark of the cache (python -m benchmarks.cache all); results in bench-results/
 # make compare-gptcache - our cache against GPTCache, which gets a venv of its own
 # make threshold - what each matching technique buys on the shared word pairs, and its cost
 # make attack - the full-size hostile-input attacks (slow; the fast ones are in make test)
@@ -13,7 +14,7 @@ PORT ?= 8501
 BENCH_ENTRIES ?= 10000 100000 1000000
 GPTCACHE_VENV := bench-results/gptcache-venv
 
-.PHONY: run worker test attack venv venv-dev demo bench threshold compare-gptcache load clean
+.PHONY: run worker test test-unit attack venv venv-dev demo bench threshold compare-gptcache load clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,12 +45,15 @@ demo: venv
 test: venv-dev
 	$(PY) -m pytest -q
 
+test-unit: venv-dev
+	$(PY) -m pytest -q -m "not pg and not model and not s3 and not imap and not browser and not attack"
+
 attack: venv-dev
 	$(PY) -m pytest -q -m attack
 
 # make bench BENCH_ENTRIES="10000 100000" - leave out the million (its index takes 10-20+ minutes)
 bench: venv-dev
-	$(PY) -m semcache.bench all --entries $(BENCH_ENTRIES) --mail ../shared/data/mail
+	$(PY) -m benchmarks.cache all --entries $(BENCH_ENTRIES) --mail ../shared/data/mail
 
 threshold: venv
 	$(PY) -m benchmarks.threshold --pairs ../shared/data/pairs --latency \

@@ -93,11 +93,11 @@ def service_down(exc: BaseException) -> None:
     answer is reconnected to (`database_down`); another service's outage is explained."""
     from sqlalchemy.exc import InterfaceError, OperationalError
 
-    from semcache import report
+    from app_text import explain
 
     if isinstance(exc, (OperationalError, InterfaceError)):
         database_down(exc)
-    st.error(report.explain(exc), icon=":material/cloud_off:")
+    st.error(explain(exc), icon=":material/cloud_off:")
 
 
 @st.cache_resource(show_spinner="Loading the embedding model…")
@@ -161,11 +161,3 @@ def import_queue():
     import services
 
     return services.build_import_queue(settings(), engine())
-
-
-def owner() -> str:
-    """Whose mail this session sees: the signed-in user (see `auth`); a page run without one
-    shows a sign-in prompt and stops."""
-    import auth
-
-    return auth.require_user().name

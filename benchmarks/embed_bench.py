@@ -27,12 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import write_report
+from benchmarks.common import finish, fresh_database, machine, write_report
+from demo_topics import TOPICS
 from mail.parse import parse_message
 from mail.sources import open_source
 from mail.store import import_messages
-from semcache.bench.common import finish, fresh_database, machine
-from semcache.demo_topics import TOPICS
 from semcache.embedders import LocalEmbedder
 from semcache.onnx_embedder import OnnxEmbedder
 

@@ -54,7 +54,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from db.engine import create_db_engine, embedded_data_dir, embedded_postgres_url, migrate
-from semcache.bench.common import wordnet_phrases
+from benchmarks.common import wordnet_phrases
 from semcache import GeneratedImage, SemanticCache
 from semcache.blobstores import LocalBlobStore
 from semcache.normalize import normalize

@@ -28,13 +28,13 @@ import threading
 import time
 from pathlib import Path
 
-from semcache.bench.common import finish, fresh_database, log, machine, percentiles, write_report
+from benchmarks.common import finish, fresh_database, log, machine, percentiles, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _words():
-    from semcache.bench.common import wordnet_phrases
+    from benchmarks.common import wordnet_phrases
 
     for n, phrase in enumerate(wordnet_phrases()):
         yield f"{phrase} {n}"

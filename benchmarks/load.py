@@ -47,7 +47,7 @@ CAPTION = re.compile("Generated|cache hit|Served from cache|From the picture cac
 
 
 def zipf_topics(count: int, seed: int, exponent: float = 1.1) -> list[str]:
-    from semcache.demo_topics import TOPICS
+    from demo_topics import TOPICS
 
     rng = random.Random(seed)
     weights = [1.0 / (rank ** exponent) for rank in range(1, len(TOPICS) + 1)]

@@ -20,8 +20,7 @@ from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks.common import percentiles, write_report
-from semcache.bench.common import fresh_database, machine
+from benchmarks.common import fresh_database, machine, percentiles, write_report
 from mail.demo import write_demo_mbox
 from mail.search import search
 from mail.sources import open_source

@@ -42,8 +42,7 @@ from sqlalchemy import text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from benchmarks.common import write_report  # noqa: E402
-from semcache.bench.common import FixedImage, TableEmbedder, fresh_database, machine, unit_rows  # noqa: E402
+from benchmarks.common import FixedImage, TableEmbedder, fresh_database, machine, unit_rows, write_report  # noqa: E402
 from semcache.blobstores import LocalBlobStore  # noqa: E402
 from semcache.budget import CostGuard  # noqa: E402
 

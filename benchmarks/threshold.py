@@ -1,9 +1,16 @@
-"""What each of the cache's matching techniques buys on human-judged word pairs, and what it
-costs per lookup.
+"""Choose "close enough" from evidence: the threshold evaluation of one pairs file (or of the
+verdicts recorded on the Settings page) with the app's settings, and what each of the cache's
+matching techniques buys on a folder of human-judged word pairs, and what it costs per lookup.
 
-    python -m benchmarks.threshold --pairs ../shared/data/pairs [--json out.json] [--latency]
+    python -m benchmarks.threshold --pairs FILE [--model NAME] [--json results.json] [--plot curve.png]
+    python -m benchmarks.threshold --from-feedback [--json ...] [--plot ...]
+    python -m benchmarks.threshold --pairs ../shared/data/pairs [--json out.json] [--markdown out.md] [--latency]
 
-Each pair file is scored with `semcache.eval` (the cache's own decision) under every technique:
+A pairs FILE (format: `semcache.eval`) is scored with the app's embedder, matcher and stored
+threshold: the JSON has the counts, the rates at the default, the largest threshold keeping
+false hits within ``--max-false-hit-rate`` and the whole curve (``--plot`` draws it).
+
+A FOLDER: each pair file is scored with `semcache.eval` (the cache's own decision) under every technique:
 distance alone; dictionary forms on the exact path; WordNet's second look; an embedding
 template. Two views:
 - **per file**: the hit rate when the false-hit rate is held at 1% and 5% on that file, with the
@@ -21,6 +28,7 @@ phrases, with and without the second look, so its cost per lookup is measured wh
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -29,6 +37,7 @@ import numpy as np
 
 from benchmarks.common import percentiles, write_report
 from semcache.embedders import LocalEmbedder, TemplatedEmbedder
+from semcache import eval as evaluation
 from semcache.eval import Scored, read_pairs, score_pairs
 from semcache.lexicon import WordNet
 from semcache.matching import Matcher
@@ -113,7 +122,7 @@ def latency(entries: int = 10_000, lookups: int = 1000, seed: int = 7) -> dict:
 
     from db.engine import create_db_engine, embedded_postgres_url, migrate
     from semcache import SemanticCache
-    from semcache.bench.common import FixedImage, TableEmbedder, fill, wordnet_phrases, wordnet_vectors
+    from benchmarks.common import FixedImage, TableEmbedder, fill, wordnet_phrases, wordnet_vectors
     from semcache.blobstores import LocalBlobStore
 
     everything = wordnet_phrases()
@@ -166,12 +175,35 @@ def latency(entries: int = 10_000, lookups: int = 1000, seed: int = 7) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--pairs", type=Path, required=True, help="the folder of pair files")
-    parser.add_argument("--json", type=Path, help="write the figures here")
-    parser.add_argument("--markdown", type=Path, help="write the tables here")
-    parser.add_argument("--latency", action="store_true", help="also time get() with and without the second look")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.threshold", description=__doc__.split("\n\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--pairs", type=Path,
+                        help="a file of tab-separated pairs (text_a, text_b, label or score), or a folder of them")
+    source.add_argument("--from-feedback", action="store_true",
+                        help="the wrong-match and confirmed verdicts recorded by the app")
+    parser.add_argument("--json", "--out", dest="json", type=Path, help="write the JSON report here")
+    parser.add_argument("--plot", type=Path, help="one file: draw the curve to this PNG")
+    parser.add_argument("--model", help='one file: "local" or an OpenAI embedding model; default: the app\'s')
+    parser.add_argument("--max-false-hit-rate", type=float, default=0.01)
+    parser.add_argument("--positive-min", type=float, default=7.0, help="score files: positives from here (of 10)")
+    parser.add_argument("--negative-max", type=float, default=3.0, help="score files: negatives up to here (of 10)")
+    parser.add_argument("--negatives-only", action="store_true", help="relatedness scores: use only the negatives")
+    parser.add_argument("--no-lemmas", action="store_true", help="switch off the exact path by dictionary form")
+    parser.add_argument("--no-lexicon", action="store_true", help="switch off WordNet's second look")
+    parser.add_argument("--template", help='embed inside this template, e.g. "a picture of {}"')
+    parser.add_argument("--markdown", type=Path, help="a folder: write the tables here")
+    parser.add_argument("--latency", action="store_true",
+                        help="a folder: also time get() with and without the second look")
     args = parser.parse_args(argv)
+    if not 0 <= args.max_false_hit_rate <= 1:
+        parser.error("--max-false-hit-rate is a share between 0 and 1.")
+    if args.pairs is not None and args.pairs.is_dir():
+        return compare(args)
+    return evaluate_one(args, parser)
+
+
+def compare(args: argparse.Namespace) -> int:
+    """Every technique on every pair file of a folder (`make threshold`)."""
     result = evaluate(args.pairs)
     if args.latency:
         result["latency"] = latency()
@@ -181,6 +213,58 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown:
         args.markdown.write_text(table + "\n")
     return 0
+
+
+def evaluate_one(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    """One pairs file, or the recorded verdicts, through the cache as the app configures it."""
+    import services
+    from semcache.report import threshold_setting
+    from settings import Settings
+
+    settings = Settings()
+    if args.from_feedback:
+        engine = services.build_engine(settings)
+        pairs = evaluation.feedback_pairs(engine)
+        default_threshold = threshold_setting(engine, settings.default_threshold).value
+    else:
+        try:
+            pairs = read_pairs(args.pairs, positive_min=args.positive_min, negative_max=args.negative_max,
+                               negatives_only=args.negatives_only)
+        except (OSError, ValueError) as exc:
+            parser.error(str(exc))
+        default_threshold = settings.default_threshold
+    if not pairs:
+        print("No labelled pairs to evaluate.", file=sys.stderr)
+        return 1
+    embedder = services.build_embedder(settings, model=args.model)
+    template = settings.embed_template if args.template is None else args.template
+    if template:
+        embedder = TemplatedEmbedder(embedder, template)
+    matcher = services.build_matcher(settings, lexicon=False if args.no_lexicon else None,
+                                     lemmas=False if args.no_lemmas else None)
+    scored = score_pairs(pairs, embedder, matcher, max_topic_chars=settings.max_topic_chars)
+    result = evaluation.report(scored, model=f"{embedder.model} ({embedder.dimensions} dims)",
+                               default_threshold=default_threshold, max_false_hit_rate=args.max_false_hit_rate,
+                               matcher=matcher)
+    text = json.dumps(result, indent=2)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text)
+    else:
+        print(text)
+    if args.plot:
+        args.plot.parent.mkdir(parents=True, exist_ok=True)
+        evaluation.plot(result, args.plot)
+    at, rec = result["at_default"], result["recommended"]
+    print(f"{result['pairs']} pairs ({result['positives']} positive, {result['negatives']} negative). "
+          f"At {default_threshold:.3f}: hit rate {_fmt(at['hit_rate'])}, false-hit rate {_fmt(at['false_hit_rate'])}. "
+          f"Recommended for false hits <= {args.max_false_hit_rate:.0%}: {rec['threshold']}"
+          + (f" (hit rate {_fmt(rec.get('hit_rate'))})" if rec["threshold"] is not None else ""), file=sys.stderr)
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 if __name__ == "__main__":

@@ -11,9 +11,9 @@ import streamlit as st
 
 import app_state
 import auth
+from app_text import RELATION_NOTES, explain
 from semcache import eval as evaluation
 from semcache import report
-from semcache.matching import RELATION_NOTES
 from semcache.normalize import topic_key
 
 ACTOR = "settings page"
@@ -48,7 +48,7 @@ def run_action(slot: str, action, success: str) -> None:
     try:
         action()
     except report.SERVICE_ERRORS as exc:
-        st.session_state[f"flash_{slot}"] = ("error", app_state.md(report.explain(exc)))
+        st.session_state[f"flash_{slot}"] = ("error", app_state.md(explain(exc)))
     else:
         st.session_state[f"flash_{slot}"] = ("success", success)
 

@@ -9,7 +9,8 @@ import streamlit as st
 
 import app_state
 import auth
-from semcache import demo_topics, report
+import demo_topics
+from semcache import report
 
 KIND_LABELS = {"exact": "🎯 Exact hit", "semantic": "🧭 Close phrase", "generated": "🎨 New picture", "error": "⚠️ Error"}
 STEP_LABELS = {"total": "Whole lookup", "embed": "Embedding", "search": "Database", "generate": "Generation",

@@ -10,10 +10,10 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import app_state
 import auth
+from app_text import RELATION_NOTES
 from finder import WORDS_ONLY_NOTE, Picture
 from mail.store import message_count
 from mail.types import MailError
-from semcache.matching import RELATION_NOTES
 
 PAGE_SIZE = 20
 _md = app_state.md

@@ -1,15 +1,16 @@
-"""`python -m semcache`: the cache from a terminal, for people and scripts.
+"""The cache from a terminal, for people and scripts.
 
-    python -m semcache get "TOPIC" [--threshold T] [--json] [--out FILE.png]
-    python -m semcache stats [--json]
-    python -m semcache threshold [T]
-    python -m semcache entries [--limit N] [--json]
-    python -m semcache delete "PHRASE"
-    python -m semcache wrong "QUERY" "SERVED PHRASE"
-    python -m semcache reembed --model NAME
+    COMMAND get "TOPIC" [--threshold T] [--json] [--out FILE.png]
+    COMMAND stats [--json]
+    COMMAND threshold [T]
+    COMMAND entries [--limit N] [--json]
+    COMMAND delete "PHRASE"
+    COMMAND wrong "QUERY" "SERVED PHRASE"
+    COMMAND reembed --model NAME
 
-The caller supplies how a cache is built (the app passes its settings-based wiring), so this
-module reads no environment itself.
+`main` is handed how a cache and an embedder are built, so an application runs these commands
+on its own wiring (``prog`` names its command); `python -m semcache` builds them from flags
+(`semcache.__main__`). Nothing here reads the environment.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ CacheFactory = Callable[[], SemanticCache]
 EmbedderFactory = Callable[[str], Embedder]
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m semcache", description="The semantic image cache.")
+def add_commands(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The commands, added to ``parser`` (which may carry options of its own)."""
     commands = parser.add_subparsers(dest="command", required=True)
 
     get = commands.add_parser("get", help="the image for a topic: cached, or generated")
@@ -62,8 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None, build_cache: CacheFactory, build_embedder: EmbedderFactory) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: Sequence[str] | None, build_cache: CacheFactory, build_embedder: EmbedderFactory, *,
+         prog: str = "python -m semcache") -> int:
+    parser = add_commands(argparse.ArgumentParser(prog=prog, description="The semantic image cache."))
+    return run(parser.parse_args(argv), build_cache, build_embedder)
+
+
+def run(args: argparse.Namespace, build_cache: CacheFactory, build_embedder: EmbedderFactory) -> int:
+    """Run the parsed command; a `SemcacheError` is printed as one line and exits with 1."""
     try:
         return _run(args, build_cache, build_embedder)
     except SemcacheError as exc:

@@ -1,13 +1,10 @@
 """Choose "close enough" from evidence: how often the cache would serve labelled phrase pairs.
 
-    python -m semcache.eval --pairs FILE [--model NAME] [--out results.json] [--plot curve.png]
-    python -m semcache.eval --from-feedback [--out ...] [--plot ...]
-
 A pairs file has tab-separated lines ``text_a<TAB>text_b<TAB>label``: label 1 means the same
 image may be served for both, 0 that it may not; lines starting with ``#`` are comments. Files of
 human similarity scores (SimLex, WordSim: 0-10; MEN: 0-50) are read too: a score of at least
-``--positive-min`` (7 of 10) is a positive, at most ``--negative-max`` (3 of 10) a negative, and
-the pairs between are left out (``--negatives-only`` for relatedness scores, where a high score
+``positive_min`` (7 of 10) is a positive, at most ``negative_max`` (3 of 10) a negative, and
+the pairs between are left out (``negatives_only`` for relatedness scores, where a high score
 does not mean the same picture).
 
 For each pair, text_a is the cached phrase and text_b the lookup, decided the way
@@ -21,10 +18,7 @@ false-hit rate within a limit.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,8 +126,8 @@ def label_pairs(rows: Sequence[tuple[str, str, float]], *, positive_min: float =
 
 
 def feedback_pairs(engine) -> list[Pair]:
-    """The verdicts recorded on the Settings page: a served entry marked wrong is a negative,
-    one confirmed right a positive."""
+    """The recorded verdicts (`SemanticCache.mark_wrong` / `mark_right`): a served entry marked
+    wrong is a negative, one confirmed right a positive."""
     from sqlalchemy import text
 
     with engine.connect() as conn:
@@ -233,88 +227,3 @@ def plot(result: dict, path: Path | str, *, title: str = "") -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
-
-
-# ---------------------------------------------------------------------- the command
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m semcache.eval", description=__doc__.split("\n\n")[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--pairs", type=Path, help="tab-separated pairs: text_a, text_b, label (or score)")
-    source.add_argument("--from-feedback", action="store_true",
-                        help="the wrong-match and confirmed verdicts recorded by the app")
-    parser.add_argument("--model", help='"local" or an OpenAI embedding model; default: the app\'s')
-    parser.add_argument("--out", type=Path, help="write the JSON report here (default: print it)")
-    parser.add_argument("--plot", type=Path, help="draw the curve to this PNG")
-    parser.add_argument("--max-false-hit-rate", type=float, default=0.01)
-    parser.add_argument("--positive-min", type=float, default=7.0, help="score files: positives from here (of 10)")
-    parser.add_argument("--negative-max", type=float, default=3.0, help="score files: negatives up to here (of 10)")
-    parser.add_argument("--negatives-only", action="store_true", help="relatedness scores: use only the negatives")
-    parser.add_argument("--no-lemmas", action="store_true", help="switch off the exact path by dictionary form")
-    parser.add_argument("--no-lexicon", action="store_true", help="switch off WordNet's second look")
-    parser.add_argument("--template", help='embed inside this template, e.g. "a picture of {}"')
-    args = parser.parse_args(argv)
-    if not 0 <= args.max_false_hit_rate <= 1:
-        parser.error("--max-false-hit-rate is a share between 0 and 1.")
-
-    import services
-    from settings import Settings
-
-    settings = Settings()
-    if args.from_feedback:
-        engine = services.build_engine(settings)
-        pairs = feedback_pairs(engine)
-        default_threshold = _stored_threshold(engine, settings.default_threshold)
-    else:
-        try:
-            pairs = read_pairs(args.pairs, positive_min=args.positive_min, negative_max=args.negative_max,
-                               negatives_only=args.negatives_only)
-        except (OSError, ValueError) as exc:
-            parser.error(str(exc))
-        default_threshold = settings.default_threshold
-    if not pairs:
-        print("No labelled pairs to evaluate.", file=sys.stderr)
-        return 1
-    embedder = services.build_embedder(settings, model=args.model)
-    template = settings.embed_template if args.template is None else args.template
-    if template:
-        from semcache.embedders import TemplatedEmbedder
-
-        embedder = TemplatedEmbedder(embedder, template)
-    matcher = services.build_matcher(settings, lexicon=False if args.no_lexicon else None,
-                                     lemmas=False if args.no_lemmas else None)
-    scored = score_pairs(pairs, embedder, matcher, max_topic_chars=settings.max_topic_chars)
-    result = report(scored, model=f"{embedder.model} ({embedder.dimensions} dims)",
-                    default_threshold=default_threshold, max_false_hit_rate=args.max_false_hit_rate,
-                    matcher=matcher)
-    text = json.dumps(result, indent=2)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text)
-    else:
-        print(text)
-    if args.plot:
-        args.plot.parent.mkdir(parents=True, exist_ok=True)
-        plot(result, args.plot)
-    at, rec = result["at_default"], result["recommended"]
-    print(f"{result['pairs']} pairs ({result['positives']} positive, {result['negatives']} negative). "
-          f"At {default_threshold:.3f}: hit rate {_fmt(at['hit_rate'])}, false-hit rate {_fmt(at['false_hit_rate'])}. "
-          f"Recommended for false hits <= {args.max_false_hit_rate:.0%}: {rec['threshold']}"
-          + (f" (hit rate {_fmt(rec.get('hit_rate'))})" if rec["threshold"] is not None else ""), file=sys.stderr)
-    return 0
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
-
-
-def _stored_threshold(engine, default: float) -> float:
-    from sqlalchemy import text
-
-    with engine.connect() as conn:
-        value = conn.execute(text("SELECT value FROM semcache_settings WHERE name = 'threshold'")).scalar()
-    return default if value is None else float(value)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,8 +11,8 @@ switchable techniques on top of the distance:
   synonyms and "a kind of" pairs count as closer; two things WordNet knows but does not link
   count as a little further. Phrases WordNet does not know are judged by the distance alone.
 
-The cache (`SemanticCache`), its preview on the Settings page and the threshold evaluation
-(`python -m semcache.eval`) all decide through one `Matcher`, so what the evaluation reports is
+The cache (`SemanticCache.get`), its preview (`SemanticCache.neighbours`) and the threshold
+evaluation (`semcache.eval`) all decide through one `Matcher`, so what the evaluation reports is
 what users get.
 """
 
@@ -27,16 +27,6 @@ from semcache.lexicon import Relation, WordNet
 
 EXACT = "exact"
 """The relation of a topic served on the exact path (the same key, or the same dictionary form)."""
-
-
-RELATION_NOTES = {
-    "synonym": "WordNet: synonyms",
-    "kind": "WordNet: one is a kind of the other",
-    "related": "WordNet: related words",
-    "sibling": "WordNet: two kinds of one thing",
-    "same": "WordNet: the same word",
-}
-"""How the app explains a relation that helped a phrase be served (none for the others)."""
 
 
 @dataclass(frozen=True)

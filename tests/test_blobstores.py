@@ -51,7 +51,7 @@ def make_s3_store(server: S3Server, bucket: str | None = None, **options: object
     )
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> BlobStore:
     if request.param == "local":
         return LocalBlobStore(tmp_path / "blobs")

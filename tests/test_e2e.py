@@ -4,37 +4,13 @@ test-artifacts/e2e/."""
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 
-from conftest import require
-
-ROOT = Path(__file__).resolve().parent.parent
-ARTIFACTS = ROOT / "test-artifacts" / "e2e"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
-OWNER = "e2e"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def app_url(db, pg_url, tmp_path, emoji_cache_dir):
-    """The whole app, started as a user would start it, on a fresh (emptied) database."""
-    yield from serve(pg_url, tmp_path, emoji_cache_dir)
+from helpers import E2E_OWNER as OWNER
+from helpers import search_for, serve, shot
 
 
 @pytest.fixture
@@ -50,69 +26,6 @@ def slow_picture_app_url(db, pg_url, tmp_path, emoji_cache_dir, slow_pictures):
     """The whole app, its pictures made by `slow_pictures`."""
     yield from serve(pg_url, tmp_path, emoji_cache_dir, IMAGE_PROVIDER="openai", OPENAI_API_KEY=slow_pictures.api_key,
                      OPENAI_BASE_URL=slow_pictures.base_url, OPENAI_MAX_RETRIES="0", OPENAI_TIMEOUT_SECONDS="600")
-
-
-def serve(pg_url: str, tmp_path: Path, emoji_cache_dir: Path, **settings: str):
-    port = free_port()
-    (tmp_path / "emoji-index").symlink_to(emoji_cache_dir)
-    env = {**os.environ, "DATABASE_URL": pg_url, "DATA_DIR": str(tmp_path), "EMBEDDING_PROVIDER": "local",
-           "IMAGE_PROVIDER": "offline", "DEFAULT_OWNER": OWNER, "OPENAI_API_KEY": "", **settings}
-    log = open(tmp_path / "streamlit.log", "w")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
-         "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-    # The import worker `make run` starts beside the app: the demo mailbox is a background import.
-    worker_log = open(tmp_path / "worker.log", "w")
-    worker = subprocess.Popen([sys.executable, "-m", "mail", "worker"], cwd=ROOT, env=env, stdout=worker_log,
-                              stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
-        except OSError:
-            time.sleep(0.2)
-    else:
-        process.kill()
-        worker.kill()
-        pytest.fail("streamlit did not start:\n" + (tmp_path / "streamlit.log").read_text()[-3000:])
-    yield url
-    for child in (process, worker):
-        child.terminate()
-        try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-    log.close()
-    worker_log.close()
-
-
-@pytest.fixture
-def browser_page():
-    require(Path(CHROMIUM).exists(), "Debian's chromium is not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(120_000)
-        yield page
-        browser.close()
-
-
-def shot(page, name: str) -> None:
-    page.wait_for_timeout(300)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def search_for(page, query: str) -> None:
-    box = page.get_by_placeholder(re.compile("dog · invoices"))
-    box.fill(query)
-    box.press("Enter")
-    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
 
 
 def image_caption(page):
@@ -224,7 +137,7 @@ def test_results_show_before_a_slow_picture(slow_picture_app_url, slow_pictures,
     once beside "Making a picture…"; when the picture comes it takes that place by itself, and
     the open message stays open."""
     from mail.store import import_messages
-    from test_mail import mail, raw
+    from helpers import mail, raw
 
     import_messages(db, OWNER, raw([mail(f"Invoice {n}", f"Invoice {n} for the roof repair.") for n in range(3)]),
                     embedder=local_embedder)

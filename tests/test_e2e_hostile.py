@@ -7,47 +7,15 @@ the browser asks nothing of anyone but the app, which a listener on another loop
 from __future__ import annotations
 
 import re
-import threading
 from email.message import EmailMessage
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
 import pytest
 
-from test_e2e import OWNER, app_url, browser_page, search_for, shot  # noqa: F401  (fixtures)
+from helpers import E2E_OWNER as OWNER
+from helpers import search_for, shot
 
-
-@pytest.fixture(autouse=True)
-def no_file_watcher(monkeypatch):
-    """The app as deployed: not watching the project's files (which other runs keep changing)."""
-    monkeypatch.setenv("STREAMLIT_SERVER_FILE_WATCHER_TYPE", "none")
-
-
-@pytest.fixture
-def tripwire():
-    """An HTTP listener on 127.0.0.2 that records every request and answers each with an empty 200."""
-    hits: list[str] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            hits.append(f"{self.command} {self.path}")
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        do_POST = do_HEAD = do_OPTIONS = do_GET
-
-        def log_message(self, format: str, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.2", 0), Handler)
-    server.hits = hits  # type: ignore[attr-defined]
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
-    thread.join(5)
+pytestmark = pytest.mark.usefixtures("no_file_watcher")
 
 
 def hostile_mail(remote: str) -> list[bytes]:

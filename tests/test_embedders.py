@@ -59,6 +59,7 @@ def cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 - float(np.dot(a, b))
 
 
+@pytest.mark.model
 def test_local_shape_dtype_and_unit_rows(local: LocalEmbedder) -> None:
     vectors = local.embed(["dog", "a trip to Paris", "quarterly invoice"])
     assert isinstance(local, Embedder)
@@ -68,12 +69,14 @@ def test_local_shape_dtype_and_unit_rows(local: LocalEmbedder) -> None:
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.model
 def test_local_similar_phrases_are_closer(local: LocalEmbedder) -> None:
     dog, puppy, invoice = local.embed(["dog", "puppy", "invoice"])
     assert cosine_distance(dog, puppy) < cosine_distance(dog, invoice)
     assert cosine_distance(dog, puppy) < 0.3
 
 
+@pytest.mark.model
 def test_local_empty_input_and_embed_one(local: LocalEmbedder) -> None:
     empty = local.embed([])
     assert empty.shape == (0, 384) and empty.dtype == np.float32
@@ -82,11 +85,13 @@ def test_local_empty_input_and_embed_one(local: LocalEmbedder) -> None:
     np.testing.assert_allclose(one, local.embed(["dog", "cat"])[0], atol=1e-5)
 
 
+@pytest.mark.model
 def test_local_rejects_a_bare_string(local: LocalEmbedder) -> None:
     with pytest.raises(TypeError, match="embed_one"):
         local.embed("dog")
 
 
+@pytest.mark.model
 def test_local_concurrent_calls_agree(local: LocalEmbedder) -> None:
     phrases = ["dog", "puppy", "invoice", "beach holiday", "birthday cake", "tax return"]
     expected = local.embed(phrases)
@@ -104,6 +109,7 @@ def test_local_concurrent_calls_agree(local: LocalEmbedder) -> None:
         np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
+@pytest.mark.model
 def test_local_model_loads_once_when_threads_race() -> None:
     embedder = LocalEmbedder()
     calls: list[int] = []
@@ -122,6 +128,7 @@ def test_local_model_loads_once_when_threads_race() -> None:
     assert len(calls) == 1
 
 
+@pytest.mark.model  # imports torch and sentence-transformers to find the model missing
 def test_local_missing_model_is_an_embedding_error(tmp_path) -> None:
     with pytest.raises(EmbeddingError, match="could not be loaded"):
         LocalEmbedder(model_path=tmp_path / "nothing-here").embed(["dog"])
@@ -168,6 +175,7 @@ VARIED = [
 ]
 
 
+@pytest.mark.model
 def test_onnx_shares_the_torch_models_space(onnx_local: OnnxEmbedder, local: LocalEmbedder) -> None:
     assert isinstance(onnx_local, Embedder)
     assert (onnx_local.model, onnx_local.dimensions) == (local.model, local.dimensions)
@@ -179,12 +187,14 @@ def test_onnx_shares_the_torch_models_space(onnx_local: OnnxEmbedder, local: Loc
         onnx_local.embed("dog")
 
 
+@pytest.mark.model
 def test_onnx_matches_torch_within_1e_5_one_by_one(onnx_local: OnnxEmbedder, local: LocalEmbedder) -> None:
     for text in VARIED:
         got, expected = onnx_local.embed_one(text), local.embed_one(text)
         assert max_distance(got[None], expected[None]) <= 1e-5, repr(text[:40])
 
 
+@pytest.mark.model
 def test_onnx_matches_torch_within_1e_5_in_padded_batches(onnx_local: OnnxEmbedder, local: LocalEmbedder) -> None:
     # Short and long mixed, more than one batch of 32 (sorted by length, padded per batch), and
     # the small-batch path (one thread) as well as the large one.
@@ -197,6 +207,7 @@ def test_onnx_matches_torch_within_1e_5_in_padded_batches(onnx_local: OnnxEmbedd
     np.testing.assert_allclose(onnx_local.embed(shuffled), onnx_local.embed(mixed)[[40, 3, 3, 70, 0]], atol=1e-6)
 
 
+@pytest.mark.model
 def test_onnx_concurrent_calls_agree(onnx_local: OnnxEmbedder) -> None:
     phrases = ["dog", "puppy", "invoice", LONG_MAIL, "beach holiday"] * 4
     expected = onnx_local.embed(phrases)
@@ -215,6 +226,7 @@ def test_onnx_concurrent_calls_agree(onnx_local: OnnxEmbedder) -> None:
         np.testing.assert_allclose(got, expected if i % 2 else expected[:3], atol=1e-6)
 
 
+@pytest.mark.model
 def test_onnx_export_is_reused(onnx_local: OnnxEmbedder, onnx_dir: Path) -> None:
     path = onnx_local.onnx_path
     assert path is not None and path.parent.parent == onnx_dir
@@ -234,6 +246,7 @@ def copy_model(target: Path) -> Path:
     return target
 
 
+@pytest.mark.model
 def test_a_new_model_version_is_exported_again(onnx_local: OnnxEmbedder, onnx_dir: Path, tmp_path: Path,
                                                local: LocalEmbedder) -> None:
     model = copy_model(tmp_path / "model")
@@ -247,6 +260,7 @@ def test_a_new_model_version_is_exported_again(onnx_local: OnnxEmbedder, onnx_di
     assert max_distance(newer.embed(VARIED[:6]), local.embed(VARIED[:6])) <= 1e-5
 
 
+@pytest.mark.model
 def test_unwritable_export_folder_falls_back_to_torch(tmp_path: Path, local: LocalEmbedder,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     require(onnx_runtime_present(), "onnxruntime is not installed")
@@ -265,6 +279,7 @@ def test_unwritable_export_folder_falls_back_to_torch(tmp_path: Path, local: Loc
         strict.embed(["dog"])
 
 
+@pytest.mark.model
 def test_failed_export_falls_back_and_leaves_no_file(tmp_path: Path, local: LocalEmbedder) -> None:
     require(onnx_runtime_present(), "onnxruntime is not installed")
     model = copy_model(tmp_path / "model")
@@ -280,6 +295,7 @@ def test_failed_export_falls_back_and_leaves_no_file(tmp_path: Path, local: Loca
         OnnxEmbedder(folder, model_path=model).load()
 
 
+@pytest.mark.model
 def test_a_damaged_export_is_not_used(tmp_path: Path, onnx_local: OnnxEmbedder, local: LocalEmbedder) -> None:
     folder = tmp_path / "onnx"
     target = folder / onnx_local.onnx_path.relative_to(onnx_local.onnx_path.parent.parent)
@@ -305,6 +321,7 @@ print("PATH", embedder.onnx_path, embedder.backend, float(vector[0]))
 """
 
 
+@pytest.mark.model
 def test_two_processes_exporting_at_once_end_with_one_good_file(tmp_path: Path, local: LocalEmbedder) -> None:
     require(onnx_runtime_present(), "onnxruntime is not installed")
     folder, go = tmp_path / "onnx", tmp_path / "go"
@@ -326,6 +343,7 @@ def test_two_processes_exporting_at_once_end_with_one_good_file(tmp_path: Path, 
     assert max_distance(reused.embed(["two processes"]), local.embed(["two processes"])) <= 1e-5
 
 
+@pytest.mark.model
 def test_services_pick_the_configured_backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import services
     from settings import Settings

@@ -30,7 +30,7 @@ from mail.store import import_messages
 from semcache import SemanticCache
 from semcache.blobstores import LocalBlobStore
 from semcache.cache import _LOCK_CLASS
-from test_mail import LABELLED, raw
+from helpers import LABELLED, raw
 
 ROOT = Path(__file__).resolve().parent.parent
 SEARCH_PAGE = str(ROOT / "pages" / "search.py")
@@ -149,6 +149,7 @@ def own_db(own_pg, own_engine) -> Engine:
 
 # ---------------------------------------------------------------------------- 1. the database restarts
 
+@pytest.mark.pg
 def test_the_cache_and_mail_search_work_again_after_a_database_restart(own_pg, own_db, local_embedder,
                                                                        emoji_generator, tmp_path):
     blobs = LocalBlobStore(tmp_path / "blobs")
@@ -182,6 +183,7 @@ def test_the_cache_and_mail_search_work_again_after_a_database_restart(own_pg, o
     assert count(own_db, "SELECT count(*) FROM semcache_events WHERE kind = 'error'") == 0
 
 
+@pytest.mark.pg
 def test_the_search_page_works_again_after_a_database_restart(own_pg, own_db, app_env, local_embedder,
                                                               monkeypatch):
     use_app_settings(monkeypatch, DATABASE_URL=own_pg.url, DEFAULT_OWNER="alice")
@@ -243,6 +245,7 @@ def cache_restarting_while(step: str, pg, engine, embedder, generator, blobs) ->
 
 
 @pytest.mark.parametrize("step", ["embedding", "generating"])
+@pytest.mark.pg
 def test_a_restart_in_the_middle_of_a_request_leaves_nothing_half_made(own_pg, own_db, local_embedder,
                                                                        emoji_generator, tmp_path, step):
     blobs = LocalBlobStore(tmp_path / "blobs")
@@ -260,6 +263,7 @@ def test_a_restart_in_the_middle_of_a_request_leaves_nothing_half_made(own_pg, o
 
 
 @pytest.mark.parametrize("step", ["embedding", "generating"])
+@pytest.mark.pg
 def test_a_request_in_flight_when_the_database_restarts_still_answers(own_pg, own_db, local_embedder,
                                                                       emoji_generator, tmp_path, step):
     blobs = LocalBlobStore(tmp_path / "blobs")
@@ -329,6 +333,7 @@ def killable():
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+@pytest.mark.pg
 def test_a_killed_embedded_database_starts_again_on_the_next_connection(killable):
     import statistics
     import threading
@@ -381,6 +386,7 @@ def test_a_killed_embedded_database_starts_again_on_the_next_connection(killable
     engine.dispose()
 
 
+@pytest.mark.pg
 def test_processes_that_find_it_dead_at_once_start_it_once(killable, tmp_path):
     """Two app processes and this one, each with its own engine on the same embedded server."""
     import services
@@ -419,6 +425,7 @@ def test_processes_that_find_it_dead_at_once_start_it_once(killable, tmp_path):
         "one postmaster, started once"
 
 
+@pytest.mark.pg
 def test_a_backend_still_busy_after_the_kill_does_not_keep_the_database_down(killable):
     """A backend in a long query does not notice its postmaster is gone, and keeps the shared
     memory attached, which stops a new postmaster from starting until it is ended."""
@@ -480,6 +487,7 @@ def sign_in(app: AppTest, name: str, password: str) -> AppTest:
     return app
 
 
+@pytest.mark.pg
 def test_sign_in_works_right_after_the_embedded_database_is_killed(killable, monkeypatch):
     from db.accounts import Accounts
 
@@ -506,6 +514,7 @@ def test_sign_in_works_right_after_the_embedded_database_is_killed(killable, mon
     assert app_state.engine() is engine, "the same engine: nothing was rebuilt"
 
 
+@pytest.mark.pg
 def test_sign_in_says_reconnecting_while_the_database_is_down(own_pg, own_db, monkeypatch, tmp_path):
     """With DATABASE_URL, a server that is down: the sign-in page says so, and works once it is back."""
     from db.accounts import Accounts
@@ -535,6 +544,7 @@ def test_sign_in_says_reconnecting_while_the_database_is_down(own_pg, own_db, mo
 
 
 @pytest.mark.parametrize("page", ["search.py", "cache_settings.py", "savings.py"])
+@pytest.mark.pg
 def test_the_pages_say_reconnecting_while_the_database_is_down(own_pg, own_db, monkeypatch, tmp_path, page):
     use_app_settings(monkeypatch, DATABASE_URL=own_pg.url, DATA_DIR=str(tmp_path), EMBEDDING_PROVIDER="local",
                      IMAGE_PROVIDER="offline")
@@ -550,6 +560,7 @@ def test_the_pages_say_reconnecting_while_the_database_is_down(own_pg, own_db, m
     assert not app.exception and not app.warning and not app.error, shown(app)
 
 
+@pytest.mark.pg
 def test_the_embedded_data_folder_is_decided_once():
     """As root, a private project folder puts the database under /var/tmp. The server's library
     then widens the permissions of every parent of its binaries, the project folder among them
@@ -597,6 +608,7 @@ def test_the_embedded_data_folder_is_decided_once():
         shutil.rmtree(project, ignore_errors=True)
 
 
+@pytest.mark.pg
 def test_the_recorded_folder_wins_and_a_copied_data_dir_decides_again(tmp_path):
     from db.engine import embedded_data_dir, location_record
 

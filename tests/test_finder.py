@@ -20,7 +20,7 @@ from semcache.blobstores import LocalBlobStore
 from semcache.budget import CostGuard
 from semcache.embedders import OpenAIEmbedder, TemplatedEmbedder
 from semcache.openai_images import OpenAIImageGenerator
-from test_mail import LABELLED, mail, raw
+from helpers import LABELLED, mail, raw
 
 search_module = importlib.import_module("mail.search")  # the name mail.search is the function
 

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 from mail.store import import_messages
 from semcache import InvalidTopic, SemanticCache
 from semcache.blobstores import LocalBlobStore
-from test_mail import mail, raw
+from helpers import mail, raw
 from conftest import picture_shown
 
 ROOT = Path(__file__).resolve().parent.parent

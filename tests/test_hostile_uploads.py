@@ -11,8 +11,8 @@ import random
 import stat
 import zipfile
 
-from test_page_import import button, count, counts, eml, open_page, page_text, settings_env  # noqa: F401
-from test_zip_bomb import lying_zip, overlapping_zip, shown
+from helpers import button, count, counts, eml, lying_zip, overlapping_zip, page_text
+from helpers import shown_error as shown
 
 NOT_MAIL = "is not an mbox file, a Maildir, .eml files or a .zip of them"
 PNG = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR" + bytes(64)

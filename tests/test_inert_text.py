@@ -11,12 +11,11 @@ import time
 from urllib.parse import urlsplit
 
 import pytest
-from markdown_it import MarkdownIt
 
 import app_state
+from helpers import E2E_OWNER as OWNER
+from helpers import PARSER, rewrites, search_for, shot
 from markup import JOINER, html_text, markdown_text
-from test_e2e import OWNER, app_url, browser_page, search_for, shot  # noqa: F401  (fixtures)
-from test_e2e_hostile import no_file_watcher, tripwire  # noqa: F401  (fixtures)
 
 HOSTILE = [
     "![x](http://127.0.0.1:9/p.png)",
@@ -48,21 +47,6 @@ HOSTILE = [
     "ordinary Re: subject at 10:30, 3.5 kg, 100% sure?",
 ]
 
-# Streamlit's Markdown (frontend, StreamlitMarkdown) rewrites the *text* of the parsed document:
-# GFM bare links and e-mail addresses (mdast-util-gfm-autolink-literal), material icons (after
-# ":material/" in the source became ":material_"), its logo, emoji shortcodes (remark-emoji) and
-# arrows. JavaScript's \w is ASCII.
-TEXT_REWRITES = [
-    re.compile(r"(https?://|www(?=\.))([-.\w]+)([^ \t\r\n]*)", re.I | re.A),
-    re.compile(r"(?<![^\s\W])([-.\w+]+)@([-\w]+(?:\.[-\w]+)+)", re.A),
-    re.compile(r":material_(\w+):", re.A),
-    re.compile(r":streamlit:"),
-    re.compile(r":\+1:|:-1:|:[\w-]+:", re.A),
-    re.compile(r"(^|\s)(<->|->|<-|--|>=|<=|~=)(\s|$)"),
-]
-
-PARSER = MarkdownIt("commonmark").enable(["table", "strikethrough"])
-
 
 def inline_tokens(source: str) -> list:
     blocks = PARSER.parse(source)
@@ -75,43 +59,6 @@ def shown(source: str) -> str:
     tokens = inline_tokens(source)
     assert {t.type for t in tokens} <= {"text"}, [(t.type, t.content) for t in tokens]
     return "".join(t.content for t in tokens)
-
-
-def rewrites(text: str) -> list[str]:
-    return [m.group() for pattern in TEXT_REWRITES for m in pattern.finditer(text)]
-
-
-def _walk(tokens):
-    for token in tokens:
-        yield token
-        yield from _walk(token.children or [])
-
-
-def not_inert(source: str) -> list[str]:
-    """What Markdown ``source`` would turn into a link, an image, HTML (other than the snippets'
-    <mark>) or a rewritten text, as Streamlit renders it; [] when it is inert."""
-    found = [":material/"] if ":material/" in source else []
-    for token in _walk(PARSER.parse(source)):
-        if token.type in ("link_open", "image", "html_block") or (
-                token.type == "html_inline" and token.content not in ("<mark>", "</mark>")):
-            found.append(f"{token.type} {token.content or token.attrs}")
-        elif token.type == "text":
-            found += rewrites(token.content)
-    return found
-
-
-def shown_markdown(app) -> list[str]:
-    """Every Markdown string an AppTest run shows: bodies, captions, messages and labels."""
-    sources = []
-    for kind in ("title", "header", "subheader", "markdown", "caption", "info", "success", "warning", "error"):
-        sources += [str(element.value) for element in getattr(app, kind)]
-    for kind in ("button", "metric", "expander"):
-        sources += [str(element.label) for element in getattr(app, kind)]
-    return [source for source in sources if not _BADGE.fullmatch(source)]
-
-
-_BADGE = re.compile(r":[a-z]+-badge\[(:material/[a-z_]+: )?[\w ]+\]")
-"""The pages' own badges (st.badge), with their icons."""
 
 
 @pytest.mark.parametrize("text", HOSTILE)

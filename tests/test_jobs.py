@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
+from helpers import eml
 from mail.demo import write_demo_mbox
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -280,7 +281,6 @@ def test_a_worker_outlives_a_database_restart(workers, tmp_path, local_embedder)
 
 
 def test_cancel_a_queued_import_and_an_owner_cannot_touch_anothers(db, queue, run_jobs, store, tmp_path):
-    from test_page_import import eml
 
     mbox = tmp_path / "box.mbox"
     write_demo_mbox(mbox, count=10)
@@ -350,7 +350,6 @@ def test_failures_are_kept_with_their_reasons(db, queue, run_jobs, tmp_path):
 
 def test_the_imap_password_is_only_ciphertext_and_only_until_the_import_ends(db, queue, run_jobs, imap_server,
                                                                            tmp_path, engine):
-    from test_page_import import eml
 
     folder = f"Jobs{secrets.token_hex(4)}"
     for subject in ("Flight to Lisbon", "Vet appointment"):
@@ -386,7 +385,6 @@ def test_the_imap_password_is_only_ciphertext_and_only_until_the_import_ends(db,
 
 
 def test_uploads_are_saved_for_the_worker_and_removed_when_the_import_ends(db, queue, run_jobs, tmp_path):
-    from test_page_import import eml
 
     from mail.types import ImportRefused
 
@@ -403,7 +401,6 @@ def test_uploads_are_saved_for_the_worker_and_removed_when_the_import_ends(db, q
 def test_uploads_go_to_s3_when_a_bucket_is_set(db, pg_url, local_embedder, s3_server, tmp_path, monkeypatch,
                                              job_secrets):
     """Workers on other machines read the upload from the bucket; it is deleted at the end."""
-    from test_page_import import eml
 
     import services
     from mail.jobs import psycopg_conninfo

@@ -43,9 +43,16 @@ def rule_lines(n: int) -> bytes:
 
 
 def timed(raw: bytes) -> tuple[float, ParsedMessage]:
-    start = time.perf_counter()
-    parsed = parse_message(raw)
-    return time.perf_counter() - start, parsed
+    """The parse's time: the best of up to three tries, a second one only when the first took
+    over a second (a busy machine, not a quadratic parse, which takes far longer every time)."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        parsed = parse_message(raw)
+        best = min(best, time.perf_counter() - start)
+        if best < 1.0:
+            break
+    return best, parsed
 
 
 # ---------------------------------------------------------------- the review's inputs

@@ -8,60 +8,21 @@ import subprocess
 import sys
 import threading
 from datetime import datetime, timezone
-from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import make_msgid
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
+from helpers import LABELLED, mail, raw
 from mail.demo import write_demo_mbox
 from mail.search import message, search, thread
 from mail.sources import SourceInterrupted, open_source
 from mail.store import AHEAD, import_messages, message_count
-from mail.types import QueryError, RawMessage
+from mail.types import QueryError
 from semcache.errors import EmbeddingError
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def mail(subject: str, body: str, *, sender: str = "Alex Doe <alex@example.com>", to: str = "me@example.org",
-         date: datetime | None = None, html: bool = False, attachment: bytes | None = None,
-         message_id: str | None = "auto", references: str | None = None) -> bytes:
-    msg = EmailMessage()
-    msg["From"] = sender
-    msg["To"] = to
-    msg["Subject"] = subject
-    msg["Date"] = format_datetime(date or datetime(2025, 3, 1, 12, tzinfo=timezone.utc))
-    if message_id:
-        msg["Message-ID"] = make_msgid(domain="example.com") if message_id == "auto" else message_id
-    if references:
-        msg["References"] = references
-        msg["In-Reply-To"] = references.split()[-1]
-    if html:
-        msg.set_content(body, subtype="html")
-    else:
-        msg.set_content(body)
-    if attachment is not None:
-        msg.add_attachment(attachment, maintype="application", subtype="pdf", filename="statement.pdf")
-    return msg.as_bytes()
-
-
-def raw(messages: list[bytes]) -> list[RawMessage]:
-    return [RawMessage(raw=m, source_id=f"test #{i}") for i, m in enumerate(messages, 1)]
-
-
-LABELLED = {
-    "dog-word": mail("Dog walking rota", "Who walks the dog on Tuesday? The dog needs a long walk."),
-    "puppy-no-dog-word": mail("Our new arrival", "The puppy chewed my slippers and barked at the postman."),
-    "cat": mail("Cat food order", "Ordered the cat's favourite salmon food, the kitten loves it."),
-    "invoice": mail("Invoice 2291", "Please find the invoice for March attached. Payment due in 30 days.",
-                    attachment=b"%PDF-1.4 small"),
-    "paris": mail("Trip to Paris", "Train tickets to Paris are booked; hotel near the Louvre.",
-                  sender="Jamie Lee <jamie@example.net>", date=datetime(2024, 6, 2, tzinfo=timezone.utc)),
-    "football": mail("Football practice", "Practice moved to Saturday morning at the park.",
-                     to="team@example.org", date=datetime(2023, 9, 9, tzinfo=timezone.utc)),
-}
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """The cache's decision beyond the distance (WordNet: dictionary forms and a second look), and the
 threshold evaluation that reports it: `semcache.lexicon`, `semcache.matching`, `semcache.eval`,
-and the Settings page's Evidence tab. Real parts: Debian's WordNet files, the local model, the
+`python -m benchmarks.threshold`, and the Settings page's Evidence tab. Real parts: Debian's WordNet files, the local model, the
 embedded PostgreSQL."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from sqlalchemy import text
 from streamlit.testing.v1 import AppTest
 
 from conftest import require
+from benchmarks import threshold as threshold_command
 from semcache import SemanticCache
 from semcache import eval as evaluation
 from semcache.blobstores import LocalBlobStore
@@ -220,7 +221,7 @@ def test_eval_command_writes_the_report_and_the_curve(app_env, tmp_path, wordnet
     pairs.write_text("# a small judged set\ncar\tautomobile\t1\ndog\tpuppy\t1\nhouse\tvilla\t1\n"
                      "hot\tcold\t0\nwife\thusband\t0\ndog\ttelescope\t0\npizza\tinvoice\t0\n\tempty\t1\n")
     out, png = tmp_path / "r.json", tmp_path / "curve.png"
-    assert evaluation.main(["--pairs", str(pairs), "--model", "local", "--out", str(out), "--plot", str(png)]) == 0
+    assert threshold_command.main(["--pairs", str(pairs), "--model", "local", "--out", str(out), "--plot", str(png)]) == 0
     result = json.loads(out.read_text())
     assert result["model"] == "all-MiniLM-L6-v2 (384 dims)"
     assert (result["pairs"], result["positives"], result["negatives"], result["skipped"]) == (7, 3, 4, 1)
@@ -233,7 +234,7 @@ def test_eval_command_writes_the_report_and_the_curve(app_env, tmp_path, wordnet
         "threshold": 0.0, "hit_rate": 0.0, "false_hit_rate": 0.0, "precision": None}
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The same pairs with the second look off: the opposites are served at a wide threshold.
-    assert evaluation.main(["--pairs", str(pairs), "--model", "local", "--no-lexicon", "--out", str(out)]) == 0
+    assert threshold_command.main(["--pairs", str(pairs), "--model", "local", "--no-lexicon", "--out", str(out)]) == 0
     plain = json.loads(out.read_text())
     assert plain["curve"][60]["false_hit_rate"] > result["curve"][60]["false_hit_rate"]
 
@@ -244,7 +245,7 @@ def test_eval_from_feedback(app_env, smart_cache, tmp_path):
     smart_cache.mark_wrong("cold", "hot")
     smart_cache.set_threshold(0.3)
     out = tmp_path / "feedback.json"
-    assert evaluation.main(["--from-feedback", "--model", "local", "--out", str(out)]) == 0
+    assert threshold_command.main(["--from-feedback", "--model", "local", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert (result["pairs"], result["positives"], result["negatives"]) == (3, 2, 1)
     assert result["default_threshold"] == 0.3  # the stored threshold, the one in use

@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import text
 from streamlit.testing.v1 import AppTest
 
-from test_page_import import page_text
+from helpers import page_text
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")

@@ -9,78 +9,17 @@ import io
 import re
 import secrets
 import zipfile
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 from sqlalchemy import text
 
+from helpers import IMPORT_OWNER as OWNER
+from helpers import IMPORT_PAGE as PAGE
+from helpers import button, count, counts, eml, fill_imap, page_text, subheaders, unescaped
 from mail.demo import write_demo_mbox
 
 ROOT = Path(__file__).resolve().parent.parent
-PAGE = ROOT / "pages" / "import_mail.py"
-OWNER = "page-import"
-
-
-def count(engine, table: str, owner: str = OWNER) -> int:
-    with engine.connect() as conn:
-        return conn.execute(text(f"SELECT count(*) FROM {table} WHERE owner = :owner"), {"owner": owner}).scalar_one()
-
-
-def eml(subject: str, body: str = "Hello there.") -> bytes:
-    msg = EmailMessage()
-    msg["From"] = "Alice Example <alice@example.com>"
-    msg["To"] = "me@example.com"
-    msg["Subject"] = subject
-    msg["Date"] = "Tue, 02 Jan 2024 10:00:00 +0000"
-    msg["Message-ID"] = f"<{secrets.token_hex(8)}@example.com>"
-    msg.set_content(body)
-    return msg.as_bytes()
-
-
-def counts(app) -> tuple[str, str, str]:
-    """The summary's three metrics: imported, already here, failed."""
-    by_label = {metric.label: metric.value for metric in app.metric}
-    return by_label["Imported"], by_label["Already here"], by_label["Failed"]
-
-
-def button(app, label: str):
-    return next(b for b in app.button if b.label == label)
-
-
-def page_text(app) -> str:
-    """Every element and block of the page as its protobuf text: labels, values, defaults, help."""
-    found: list[str] = []
-
-    def walk(node) -> None:
-        proto = getattr(node, "proto", None)
-        if proto is not None:
-            found.append(str(proto))
-        for child in getattr(node, "children", {}).values():
-            walk(child)
-
-    walk(app._tree)
-    return "\n".join(found)
-
-
-@pytest.fixture
-def settings_env(app_env, monkeypatch):
-    """The app pointed at the test database, importing for OWNER, with a 1 MiB upload limit."""
-    monkeypatch.setenv("DEFAULT_OWNER", OWNER)
-    monkeypatch.setenv("MAX_UPLOAD_MB", "1")
-    return app_env
-
-
-@pytest.fixture
-def open_page(settings_env):
-    from streamlit.testing.v1 import AppTest
-
-    def run(path: Path = PAGE):
-        app = AppTest.from_file(str(path), default_timeout=120).run()
-        assert not app.exception, app.exception
-        return app
-
-    return run
 
 
 def test_page_renders_the_three_ways_in_and_the_demo(open_page):
@@ -206,15 +145,6 @@ def test_upload_refusals_import_nothing(open_page, db):
     assert count(db, "mail_imports") == 0
 
 
-def _fill_imap(app, server, password: str, folder: str) -> None:
-    app.text_input(key="imap_host").input(server.host)
-    app.number_input(key="imap_port").set_value(server.port)
-    app.radio(key="imap_security").set_value("plain")
-    app.text_input(key="imap_user").input(server.user)
-    app.text_input(key="imap_folders").input(folder)
-    app.text_input(key="imap_password").input(password)
-
-
 def test_imap_import_and_a_wrong_password(open_page, db, imap_server, run_imports):
     folder = f"PageImport{secrets.token_hex(4)}"
     for subject in ("Flight to Lisbon", "Vet appointment", "Quarterly report"):
@@ -222,7 +152,7 @@ def test_imap_import_and_a_wrong_password(open_page, db, imap_server, run_import
     before = imap_server.flags(folder)
 
     app = open_page()
-    _fill_imap(app, imap_server, imap_server.password, folder)
+    fill_imap(app, imap_server, imap_server.password, folder)
     button(app, "Import from IMAP").click().run()
     assert not app.exception and not app.error, [e.value for e in app.error]
     assert "imap_password" not in app.session_state  # used to queue the import, then dropped
@@ -234,7 +164,7 @@ def test_imap_import_and_a_wrong_password(open_page, db, imap_server, run_import
     assert imap_server.password not in page_text(app)
 
     # The next import continues after the last UID: nothing new.
-    _fill_imap(app, imap_server, imap_server.password, folder)
+    fill_imap(app, imap_server, imap_server.password, folder)
     button(app, "Import from IMAP").click().run()
     run_imports()
     app = open_page()
@@ -242,7 +172,7 @@ def test_imap_import_and_a_wrong_password(open_page, db, imap_server, run_import
     assert any("no messages to import" in info.value for info in app.info)
 
     wrong = f"Wr0ng-{secrets.token_hex(6)}"
-    _fill_imap(app, imap_server, wrong, folder)
+    fill_imap(app, imap_server, wrong, folder)
     button(app, "Import from IMAP").click().run()
     assert not app.exception and not app.error and "imap_password" not in app.session_state
     # The form was cleared on submit: sending it again queues nothing with the old password.
@@ -397,21 +327,12 @@ def test_helper_refuses_before_importing_and_parses_folders(db, local_embedder):
     assert (summary.imported, summary.duplicates, summary.failed) == (1, 0, 0)
 
 
-def unescaped(text: str) -> str:
-    """Markdown as the browser shows it: labels from mail are escaped with backslashes."""
-    return re.sub(r"\\(.)", r"\1", text).replace("\u2060", "")
-
-
 def markdown(app) -> str:
     return unescaped("\n".join(m.value for m in app.markdown))
 
 
 def captions(app) -> str:
     return unescaped("\n".join(c.value for c in app.caption))
-
-
-def subheaders(app) -> list[str]:
-    return [unescaped(h.value) for h in app.subheader]
 
 
 def test_the_sidebar_of_every_page_shows_the_users_imports(settings_env, db, tmp_path, local_embedder):

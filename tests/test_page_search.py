@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import MAKING_A_PICTURE, picture_shown
 from mail.store import import_messages
-from test_mail import LABELLED, mail, raw
+from helpers import LABELLED, mail, raw
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "pages" / "search.py")
@@ -174,7 +174,7 @@ def test_mail_and_other_users_topics_show_as_text(alice, db, local_embedder, emo
     link (also no bare one), no icon; the snippet keeps its highlight."""
     from semcache import SemanticCache
     from semcache.blobstores import LocalBlobStore
-    from test_inert_text import not_inert, shown_markdown
+    from helpers import not_inert, shown_markdown
 
     import app_state
 

@@ -11,7 +11,9 @@ import pytest
 from sqlalchemy import text
 from streamlit.testing.v1 import AppTest
 
-from semcache import SemanticCache, demo_topics, report
+import demo_topics
+from app_text import explain
+from semcache import SemanticCache, report
 from semcache.blobstores import LocalBlobStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -368,7 +370,7 @@ def test_report_thumbnails_and_errors():
     thumbs = report.thumbnails(read, ["a", "gone", "a"])
     assert thumbs.urls == {"a": "data:image/png;base64,iVBORw=="}
     assert thumbs.failures == {"gone": "No blob gone in the store."}
-    message = report.explain(OperationalError("SELECT 1", {}, Exception("connection refused\nmore")))
+    message = explain(OperationalError("SELECT 1", {}, Exception("connection refused\nmore")))
     assert "database is not answering" in message and "connection refused" in message
     assert re.search(r"DATABASE_URL", message)
 
@@ -381,7 +383,7 @@ HOSTILE_TOPIC = "Lawn ![x](http://127.0.0.1:9/p.png) http://127.0.0.1:9/a www.ex
 def test_another_users_topic_is_text_on_the_savings_page(app_env, cache):
     """A non-admin's topic, served to the demo replay, shows as written: no image is fetched."""
     import app_state
-    from test_inert_text import not_inert, shown_markdown
+    from helpers import not_inert, shown_markdown
 
     entry = cache.get(HOSTILE_TOPIC, user="mallory")
     cache.set_threshold(2.0, actor="test")  # so that it answers the replay's first topic
@@ -396,7 +398,7 @@ def test_another_users_topic_is_text_on_the_savings_page(app_env, cache):
 
 def test_another_users_topic_is_text_on_the_settings_page(app_env, cache):
     import app_state
-    from test_inert_text import not_inert, shown_markdown
+    from helpers import not_inert, shown_markdown
 
     entry = cache.get(HOSTILE_TOPIC, user="mallory")
     cache.get("lawn www.example.org", user="mallory")

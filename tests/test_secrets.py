@@ -28,8 +28,7 @@ from mail.store import import_messages
 from semcache import EmbeddingError, GenerationError
 from semcache.embedders import OpenAIEmbedder
 from semcache.openai_images import OpenAIImageGenerator
-from test_mail import mail, raw
-from test_page_import import _fill_imap, button, page_text
+from helpers import button, fill_imap, mail, page_text, raw
 from conftest import picture_shown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -108,7 +107,7 @@ def test_no_secret_in_logs_or_pages(app_env, db, pg_url, local_embedder, imap_se
         pages.append(shown(run(SETTINGS)))  # recent lookups, with the failures' sentences
 
     imports = run(IMPORT)
-    _fill_imap(imports, imap_server, wrong_imap_password, "INBOX")
+    fill_imap(imports, imap_server, wrong_imap_password, "INBOX")
     button(imports, "Import from IMAP").click().run()
     pages.append(shown(imports))
     run_imports()  # the import runs in a worker loop here, and fails at the login

@@ -11,7 +11,6 @@ import io
 import os
 import random
 import re
-import struct
 import subprocess
 import sys
 import time
@@ -22,21 +21,11 @@ import pytest
 from sqlalchemy import event, text
 
 from mail.sources import Limits, RawMessage, ZipSource, open_source, open_upload
+from helpers import MiB, big_message, lying_zip, overlapping_zip
+from helpers import shown_error as shown
 from mail.types import ImportRefused
 
 ROOT = Path(__file__).resolve().parent.parent
-MiB = 2**20
-LINE = b"The quarterly figures are attached; please review them before Monday.\r\n"
-
-
-def big_message(n: int, size: int) -> bytes:
-    """A message of exactly ``size`` bytes whose body is one line said over and over (it
-    compresses some 300 times)."""
-    head = (f"From: Sender {n} <sender{n}@example.org>\r\nTo: reader@example.com\r\n"
-            f"Subject: Figures {n}\r\nDate: Tue, 01 Oct 2024 10:00:00 +0000\r\n"
-            f"Message-ID: <figures-{n}@example.org>\r\n\r\n").encode()
-    body = LINE * ((size - len(head)) // len(LINE))
-    return head + body + b" " * (size - len(head) - len(body))
 
 
 WORDS = ("invoice", "meeting", "holiday", "garden", "project", "budget", "river", "ticket", "report",
@@ -50,52 +39,6 @@ def plain_message(n: int, size: int) -> bytes:
             f"Subject: Words {n}\r\nMessage-ID: <words-{n}@example.org>\r\n\r\n")
     words = " ".join(rng.choice(WORDS) for _ in range(size // 7))
     return (head + words)[:size].encode()
-
-
-def _central_entries(data: bytes):
-    """(offset of each central directory entry, its ZipInfo), walked by their real lengths."""
-    archive = zipfile.ZipFile(io.BytesIO(data))
-    at = archive.start_dir
-    for info in archive.infolist():
-        assert data[at:at + 4] == b"PK\x01\x02"
-        name, extra, comment = struct.unpack_from("<HHH", data, at + 28)
-        yield at, info
-        at += 46 + name + extra + comment
-
-
-def lying_zip(members: int, member_bytes: int, *, shrink: int = 50) -> bytes:
-    """A zip of ``members`` .eml files of ``member_bytes`` each, whose compressed-size fields
-    (local header and central directory) are rewritten to size/``shrink``: its ratio, as the
-    headers tell it, is ``shrink``; the real one is some 300."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        for n in range(members):
-            archive.writestr(f"mail/{n:03}.eml", big_message(n, member_bytes))
-    data = bytearray(out.getvalue())
-    for at, info in list(_central_entries(bytes(data))):
-        claimed = info.file_size // shrink
-        struct.pack_into("<I", data, at + 20, claimed)
-        struct.pack_into("<I", data, info.header_offset + 18, claimed)
-    return bytes(data)
-
-
-def overlapping_zip(copies: int, member: bytes) -> bytes:
-    """One stored message and ``copies`` central directory entries that all point at it: each
-    entry is honest about its sizes, together they expand ``copies`` times what is there."""
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
-        archive.writestr("inbox.eml", member)
-    data = out.getvalue()
-    start = zipfile.ZipFile(io.BytesIO(data)).start_dir
-    central, end = data[start:-22], bytearray(data[-22:])
-    struct.pack_into("<HHI", end, 8, copies, copies, len(central) * copies)
-    return data[:start] + central * copies + bytes(end)
-
-
-def shown(markdown: str) -> str:
-    """An error as the page draws it: Markdown with its escapes (a backslash before a
-    punctuation mark, an invisible word joiner) taken out."""
-    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace("\u2060", "")
 
 
 def stored(engine, owner: str) -> int:
@@ -237,7 +180,7 @@ def test_rows_are_sent_in_statements_of_bounded_size(db, monkeypatch) -> None:
 # --- what the person sees ---------------------------------------------------------------------
 
 
-from test_page_import import button, open_page, page_text, settings_env, subheaders  # noqa: E402,F401
+from helpers import button, page_text, subheaders  # noqa: E402
 
 
 def test_the_lying_zip_on_the_import_page_is_a_sentence_and_nothing_is_kept(open_page, db, tmp_path, run_imports):

@@ -29,14 +29,14 @@ from typing import Sequence
 import numpy as np
 from sqlalchemy import Engine, text
 
-from semcache.blobstores import LocalBlobStore
-from semcache.bench.common import (
+from benchmarks.common import (
     FixedImage, TableEmbedder, fill, log, machine, near, nearest, percentiles, relation_sizes, unit_rows,
     wordnet_phrases, wordnet_vectors,
 )
+from semcache.blobstores import LocalBlobStore
 from semcache.cache import SemanticCache, vector_literal
 
-# With the real model: topics cached first, then new phrases close to them (cache_bench's lists).
+# With the real model: topics cached first, then new phrases close to them.
 MODEL_TOPICS = ["dog", "cat", "house", "rocket", "invoice", "pizza", "car", "birthday", "rain", "trip to paris",
                 "beach", "mountain", "guitar", "coffee", "train", "airplane", "football", "tax return", "wedding",
                 "doctor appointment", "garden", "bicycle", "snow", "computer", "book club", "concert", "hospital",

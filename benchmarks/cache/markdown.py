@@ -1,4 +1,4 @@
-"""The Markdown tables of `python -m semcache.bench`, made from the JSON reports in one folder,
+"""The Markdown tables of `python -m benchmarks.cache`, made from the JSON reports in one folder,
 so parts run separately still end up in one page."""
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def mail_table(r: dict) -> list[str]:
 def render(folder: Path) -> str:
     """Every table there is a report for in ``folder``."""
     scale = [r for p in sorted(folder.glob("scale-*.json")) if (r := _load(p))]
-    parts = ["# python -m semcache.bench", ""]
+    parts = ["# python -m benchmarks.cache", ""]
     stamps = sorted({r["machine"].get("measured_at", "")[:10] for r in scale} - {""})
     if scale:
         machine = scale[0]["machine"]

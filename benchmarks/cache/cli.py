@@ -1,11 +1,11 @@
-"""`python -m semcache.bench`: the cache's benchmarks, each on a fresh embedded PostgreSQL.
+"""`python -m benchmarks.cache`: the cache's benchmarks, each on a fresh embedded PostgreSQL.
 
-    python -m semcache.bench scale [--entries 10000 100000 1000000] [--lookups 2000] [--vectors auto]
-    python -m semcache.bench throughput [--workers 1 4 16] [--modes thread process] [--repeats 3]
-    python -m semcache.bench cost [--stream 1000] [--price 0.04]
-    python -m semcache.bench mail --mail ../shared/data/mail
-    python -m semcache.bench all [--entries ...] [--mail PATH]
-    python -m semcache.bench report
+    python -m benchmarks.cache scale [--entries 10000 100000 1000000] [--lookups 2000] [--vectors auto]
+    python -m benchmarks.cache throughput [--workers 1 4 16] [--modes thread process] [--repeats 3]
+    python -m benchmarks.cache cost [--stream 1000] [--price 0.04]
+    python -m benchmarks.cache mail --mail ../shared/data/mail
+    python -m benchmarks.cache all [--entries ...] [--mail PATH]
+    python -m benchmarks.cache report
 
 Each part writes its JSON report to the output folder (``--out``, default bench-results/) and
 then rewrites bench.md there from every report in the folder.
@@ -20,7 +20,8 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from semcache.bench import common, markdown
+from benchmarks import common
+from benchmarks.cache import markdown
 
 DEFAULT_SIZES = [10_000, 100_000, 1_000_000]
 
@@ -61,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     mail = argparse.ArgumentParser(add_help=False)
     mail.add_argument("--mail", type=Path, help="folder with the two real mailboxes (skipped when absent)")
 
-    parser = argparse.ArgumentParser(prog="python -m semcache.bench", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.cache", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     scale = commands.add_parser("scale", parents=[common_options, sizes],
@@ -122,7 +123,7 @@ def _write_markdown(out: Path) -> None:
 def run_scale(out: Path, entries: Sequence[int], *, lookups: int = 2000, vectors: str = "auto",
               ef_search: Sequence[int] = (40, 100, 200), scan_lookups: int = 100, with_model: bool = True,
               maintenance_work_mem: str | None = None, parallel_workers: int | None = None) -> None:
-    from semcache.bench import scale
+    from benchmarks.cache import scale
 
     for count in entries:
         chosen = scale.pick_vectors(vectors, count, lookups)
@@ -137,7 +138,7 @@ def run_scale(out: Path, entries: Sequence[int], *, lookups: int = 2000, vectors
 
 
 def run_throughput(out: Path, **options) -> None:
-    from semcache.bench import throughput
+    from benchmarks.cache import throughput
 
     with common.fresh_database() as (url, engine, folder):
         report = throughput.run(url, engine, folder / "blobs", cache_dir=out, **options)
@@ -145,7 +146,7 @@ def run_throughput(out: Path, **options) -> None:
 
 
 def run_cost(out: Path, **options) -> None:
-    from semcache.bench import cost
+    from benchmarks.cache import cost
     from semcache.embedders import LocalEmbedder
 
     embedder = LocalEmbedder()

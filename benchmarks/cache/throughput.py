@@ -32,11 +32,11 @@ from typing import Sequence
 import numpy as np
 from sqlalchemy import Engine, create_engine, text
 
-from semcache.blobstores import LocalBlobStore
-from semcache.bench.common import (
+from benchmarks.common import (
     FixedImage, TableEmbedder, expected_generations, fill, log, machine, near, percentiles, unit_rows,
     wordnet_phrases, wordnet_vectors,
 )
+from semcache.blobstores import LocalBlobStore
 from semcache.cache import SemanticCache
 
 BARRIER_TIMEOUT_S = 600

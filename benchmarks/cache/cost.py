@@ -2,7 +2,7 @@
 caching only, and with semantic caching.
 
 The stream draws ``stream`` lookups with Zipf weights (exponent ``zipf``) from the distinct topics
-of `semcache.demo_topics.TOPICS`, the most frequent there first, and writes each in one of
+of `demo_topics.TOPICS`, the most frequent there first, and writes each in one of
 several forms: as typed, in other case or spacing (the same key), or reworded ("my dog",
 "dog photos", "dog?": a new key, close in meaning). The cached policies run the real
 `SemanticCache.get` with the real local model (`LocalEmbedder`), from an empty cache each, with a
@@ -20,10 +20,10 @@ from typing import Callable, Sequence
 import numpy as np
 from sqlalchemy import Engine
 
+from benchmarks.common import FixedImage, empty_cache, expected_generations, log, machine, percentiles
+from demo_topics import TOPICS
 from semcache.blobstores import LocalBlobStore
-from semcache.bench.common import FixedImage, empty_cache, expected_generations, log, machine, percentiles
 from semcache.cache import SemanticCache
-from semcache.demo_topics import TOPICS
 from semcache.interfaces import Embedder
 from semcache.normalize import normalize
 

@@ -1,4 +1,4 @@
-"""A day of search topics to replay through the cache, for demos of what it saves.
+"""A day of search topics to replay through the cache, for the Savings page's demo of what it saves.
 
 The list reads like what people search their mail for: the same subjects come back, spelled
 the same way (exact hits), in other words ("puppy" after "dog": semantic hits), and now and
@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
+from app_text import explain
 from semcache.cache import CacheResult, SemanticCache
-from semcache.report import SERVICE_ERRORS, explain
+from semcache.report import SERVICE_ERRORS
 
 TOPICS: tuple[str, ...] = (
     # morning: the first of each subject is new
