@@ -204,13 +204,20 @@ def import_row(engine, import_id: int):
     return rows(engine, "SELECT * FROM mail_imports WHERE id = :id", id=import_id)[0]
 
 
-def test_a_worker_killed_mid_import_is_taken_over_and_stores_every_message_once(db, queue, workers, tmp_path):
-    mbox = tmp_path / "big.mbox"
-    write_demo_mbox(mbox, count=1000)
+def import_under_way(db, queue, workers, mbox, count: int):
+    """A worker started on ``count`` demo messages in ``mbox``, once its first batch is stored:
+    (the worker, the import)."""
+    write_demo_mbox(mbox, count=count)
     first = workers()
     wait_for(lambda: live_workers(db) == 1, what="the first worker to register", proc=first)
     job = queue.enqueue_path(OWNER, str(mbox))
     wait_for(lambda: import_row(db, job.id).done >= 200, what="the first batch", proc=first)
+    return first, job
+
+
+def test_a_worker_killed_mid_import_is_taken_over_and_stores_every_message_once(db, queue, workers, tmp_path):
+    mbox = tmp_path / "big.mbox"
+    first, job = import_under_way(db, queue, workers, mbox, 1000)
     first.proc.send_signal(signal.SIGKILL)
     first.proc.wait()
     killed = import_row(db, job.id)
@@ -444,11 +451,7 @@ def test_the_local_key_file_is_made_once_and_private(tmp_path):
 
 def test_a_stopped_worker_puts_its_import_back_in_the_queue_after_its_batch(db, queue, workers, tmp_path):
     mbox = tmp_path / "medium.mbox"
-    write_demo_mbox(mbox, count=800)
-    first = workers()
-    wait_for(lambda: live_workers(db) == 1, what="the worker to register", proc=first)
-    job = queue.enqueue_path(OWNER, str(mbox))
-    wait_for(lambda: import_row(db, job.id).done >= 200, what="the first batch", proc=first)
+    first, job = import_under_way(db, queue, workers, mbox, 800)
     assert first.stop(signal.SIGTERM) == 0, first.log()
     stopped = import_row(db, job.id)
     assert stopped.status == "queued" and 200 <= stopped.done < 800
