@@ -27,6 +27,18 @@ def unexpected_error(error: Exception, *, admin: bool) -> None:
                    f"server's log under {reference}.")
 
 
+def close_menu_on_a_phone(url_path: str) -> None:
+    """On a phone the menu covers the page: once a page is chosen from it, fold it away (as on a
+    laptop, where it stays beside the page, nothing changes). The page's path is in the script,
+    so it runs once per page opened."""
+    st.sidebar.html(
+        f"<script>/* page {url_path} */ if (window.innerWidth < 640) {{"
+        " const menu = document.querySelector('[data-testid=\"stSidebar\"]');"
+        " if (menu && menu.getBoundingClientRect().right > 0)"
+        " document.querySelector('[data-testid=\"stSidebarCollapseButton\"] button')?.click(); }</script>",
+        unsafe_allow_javascript=True)
+
+
 st.set_page_config(page_title="Mail search", page_icon="✉️", layout="wide")
 
 user = None
@@ -46,7 +58,9 @@ try:
             ]
         auth.sidebar(user)
         import_views.sidebar_status(user.name)  # a running import, live, on every page
-        st.navigation(pages).run()
+        page = st.navigation(pages)
+        close_menu_on_a_phone(page.url_path)
+        page.run()
 except FragmentHandledException:
     raise  # a fragment's error, already shown in its place (as bare as showErrorDetails says)
 except Exception as error:  # st.stop, st.rerun and st.switch_page are not Exceptions: they pass

@@ -12,7 +12,7 @@ import streamlit as st
 from sqlalchemy import Engine
 
 from markup import markdown_text
-from semcache import SemanticCache
+from semcache import CacheAdmin, SemanticCache, StorageError
 from semcache.interfaces import Embedder
 from settings import Settings, get_settings
 
@@ -95,6 +95,8 @@ def service_down(exc: BaseException) -> None:
 
     from app_text import explain
 
+    if isinstance(exc, StorageError) and exc.unavailable:
+        database_down(exc.__cause__)
     if isinstance(exc, (OperationalError, InterfaceError)):
         database_down(exc)
     st.error(explain(exc), icon=":material/cloud_off:")
@@ -114,6 +116,11 @@ def cache() -> SemanticCache:
     import services
 
     return services.build_cache(settings(), engine=engine(), embedder=embedder())
+
+
+def cache_admin() -> CacheAdmin:
+    """The operator's side of the shared cache: its entries, verdicts and pictures."""
+    return CacheAdmin(cache())
 
 
 def finder():

@@ -20,11 +20,10 @@ from typing import Literal
 
 import numpy as np
 from sqlalchemy import Engine
-from sqlalchemy.exc import SQLAlchemyError
 
 from mail.query import Query, parse_query
 from mail.search import MessageView, SearchResults, message, search, thread
-from semcache import BudgetExceeded, CacheResult, EmbeddingError, SemanticCache, SemcacheError
+from semcache import BudgetExceeded, CacheResult, EmbeddingError, SemanticCache, SemcacheError, StorageError
 from semcache.interfaces import Embedder
 
 __all__ = ["Finder", "Found", "Picture", "PictureStatus", "WORDS_ONLY_NOTE"]
@@ -98,7 +97,7 @@ class Finder:
         """One page of ``owner``'s results for ``query_text``.
 
         Raises QueryError (a sentence for the user) for a query that cannot match, and
-        SQLAlchemyError when the mail database is not answering. An embedding model that is not
+        StorageError when the mail database is not answering. An embedding model that is not
         answering only leaves out the search by meaning (`Found.embedding_error`).
         """
         query = parse_query(query_text)
@@ -121,7 +120,7 @@ class Finder:
                 return vector, vector, None
             except EmbeddingError as exc:
                 return None, None, exc
-            except (SemcacheError, SQLAlchemyError):
+            except SemcacheError:
                 pass  # the store refused the phrase or is not answering: ask the model directly
         try:
             vector = np.asarray(self.embedder.embed([topic]), dtype=np.float32)[0]
@@ -141,10 +140,10 @@ class Finder:
             result = self.cache.get(topic, vector=found.vector, user=owner)
         except BudgetExceeded as exc:
             return Picture(topic, "over_budget", note=f"No new picture: {exc}")
+        except StorageError:
+            return Picture(topic, "database_down", note="No picture this time: the image cache is not answering.")
         except SemcacheError as exc:
             return Picture(topic, "failed", note=f"No picture this time: {exc}")
-        except SQLAlchemyError:
-            return Picture(topic, "database_down", note="No picture this time: the image cache is not answering.")
         except Exception:
             log.exception("The picture lookup for %r failed", topic)
             return Picture(topic, "failed", note="No picture this time: something went wrong while making it.")

@@ -24,18 +24,16 @@ import numpy as np
 from PIL import Image
 from sqlalchemy import Engine, text
 
+from semcache import store
 from semcache.cache import SemanticCache
 from semcache.interfaces import GeneratedImage
 from semcache.normalize import normalize
 from semcache.pixelart import pixelate
-from semcache.schema import RUNTIME_INDEX_PREFIX
 
 DIMS = 384
 MODEL = "all-MiniLM-L6-v2"
 WORDNET = Path("/usr/share/wordnet")
 ROOT = Path(__file__).resolve().parent.parent
-CACHE_TABLES = ("semcache_events", "semcache_feedback", "semcache_embeddings", "semcache_entries",
-                "semcache_spaces", "semcache_settings")
 
 
 def log(message: str) -> None:
@@ -105,11 +103,8 @@ def _remove_tree(folder: Path) -> None:
 
 def empty_cache(engine: Engine) -> None:
     """Every cache table emptied and the per-space HNSW indexes dropped."""
-    with engine.begin() as conn:
-        for name in conn.execute(text("SELECT indexname FROM pg_indexes WHERE indexname LIKE :p"),
-                                 {"p": RUNTIME_INDEX_PREFIX + "%"}).scalars():
-            conn.execute(text(f'DROP INDEX "{name}"'))
-        conn.execute(text(f"TRUNCATE {', '.join(CACHE_TABLES)} RESTART IDENTITY CASCADE"))
+    with store.begin(engine) as conn:
+        store.empty(conn)
 
 
 class TableEmbedder:
@@ -215,56 +210,19 @@ def wordnet_vectors(phrases: list[str], count: int, folder: Path) -> np.ndarray:
     return vectors[:count]
 
 
-def _copy_text(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\t", " ").replace("\n", " ")
-
-
 def fill(cache: SemanticCache, keys: Sequence[str], vectors: np.ndarray, blob_key: str, *,
          build_settings: dict[str, str] | None = None, chunk: int = 20_000) -> tuple[float, float]:
     """Bulk-load entries and their vectors with COPY, then let the cache build its HNSW index
     under ``build_settings`` (e.g. maintenance_work_mem). Returns (load seconds, build seconds)."""
     engine = cache.engine
     started = time.perf_counter()
-    raw = engine.raw_connection()
-    try:
-        cur = raw.cursor()
-        cur.execute("SELECT coalesce(max(id), 0) FROM semcache_entries")
-        base = cur.fetchone()[0]
-        cur.execute("INSERT INTO semcache_spaces (model, dimensions) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                    (cache.embedder.model, cache.embedder.dimensions))
-        cur.execute("SELECT id FROM semcache_spaces WHERE model = %s AND dimensions = %s",
-                    (cache.embedder.model, cache.embedder.dimensions))
-        space_id = cur.fetchone()[0]
-        # Migrations may add a column for the key's dictionary form; as for rows that predate it,
-        # each entry is its own.
-        cur.execute("SELECT count(*) FROM information_schema.columns "
-                    "WHERE table_name = 'semcache_entries' AND column_name = 'canon'")
-        canon = cur.fetchone()[0] > 0
-        columns = "id, key, phrase, blob_key, size_bytes, generator, cost_usd" + (", canon" if canon else "")
-        for start in range(0, len(keys), chunk):
-            part = range(start, min(start + chunk, len(keys)))
-            entries = io.StringIO()
-            for i in part:
-                key = _copy_text(keys[i])
-                entries.write(f"{base + i + 1}\t{key}\t{key}\t{blob_key}\t100\tfixed\t0"
-                              + (f"\t{key}\n" if canon else "\n"))
-            entries.seek(0)
-            cur.copy_expert(f"COPY semcache_entries ({columns}) FROM STDIN", entries)
-            rows = io.StringIO()
-            for i in part:
-                row = ",".join(f"{x:.7f}" for x in vectors[i].tolist())
-                rows.write(f"{space_id}\t{_copy_text(keys[i])}\t[{row}]\t{base + i + 1}\n")
-            rows.seek(0)
-            cur.copy_expert("COPY semcache_embeddings (space_id, key, embedding, entry_id) FROM STDIN", rows)
-            raw.commit()
-            if len(keys) > 10 * chunk and start // chunk % 10 == 9:
-                log(f"  loaded {part.stop:,} of {len(keys):,}")
-        cur.execute("SELECT setval('semcache_entries_id_seq', (SELECT max(id) FROM semcache_entries))")
-        cur.execute("ANALYZE semcache_entries")
-        cur.execute("ANALYZE semcache_embeddings")
-        raw.commit()
-    finally:
-        raw.close()
+
+    def progress(done: int, total: int) -> None:
+        if total > 10 * chunk and done // chunk % 10 == 0:
+            log(f"  loaded {done:,} of {total:,}")
+
+    store.bulk_load(engine, cache.embedder.model, cache.embedder.dimensions, keys, vectors, blob_key, chunk=chunk,
+                    progress=progress)
     load_s = time.perf_counter() - started
 
     settings = build_settings or {}
@@ -285,13 +243,9 @@ def fill(cache: SemanticCache, keys: Sequence[str], vectors: np.ndarray, blob_ke
 
 def relation_sizes(engine: Engine) -> dict:
     """Megabytes of the cache's tables, its HNSW indexes and the whole database."""
-    with engine.connect() as conn:
-        mb = lambda sql, **p: round(float(conn.execute(text(sql), p).scalar() or 0) / 2**20, 1)  # noqa: E731
-        return {"embeddings_table_mb": mb("SELECT pg_table_size('semcache_embeddings')"),
-                "entries_table_mb": mb("SELECT pg_table_size('semcache_entries')"),
-                "hnsw_index_mb": mb("SELECT sum(pg_relation_size(format('%I', indexname))) FROM pg_indexes "
-                                    "WHERE indexname LIKE :p", p=RUNTIME_INDEX_PREFIX + "%"),
-                "database_mb": mb("SELECT pg_database_size(current_database())")}
+    with store.connect(engine) as conn:
+        sizes = store.sizes(conn)
+    return {f"{name}_mb": round(size / 2**20, 1) for name, size in sizes.items()}
 
 
 def expected_generations(stream: Sequence[str], vectors: dict[str, np.ndarray], threshold: float,

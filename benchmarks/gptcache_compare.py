@@ -55,7 +55,7 @@ from sqlalchemy.engine import make_url
 
 from db.engine import create_db_engine, embedded_data_dir, embedded_postgres_url, migrate
 from benchmarks.common import wordnet_phrases
-from semcache import GeneratedImage, SemanticCache
+from semcache import CacheAdmin, GeneratedImage, SemanticCache, store
 from semcache.blobstores import LocalBlobStore
 from semcache.normalize import normalize
 
@@ -153,41 +153,10 @@ def embedded(phrases: list[str], path: Path) -> np.ndarray:
     return np.stack([known[phrase] for phrase in phrases])
 
 
-def _copy_text(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\t", " ").replace("\n", " ")
-
-
 def fill(cache: SemanticCache, keys: Sequence[str], vectors: np.ndarray, blob_key: str) -> float:
     """Bulk-load entries and their vectors with COPY (as if each had been generated once), then
     let the cache build its HNSW index; returns the seconds the build took."""
-    raw = cache.engine.raw_connection()
-    try:
-        cur = raw.cursor()
-        cur.execute("INSERT INTO semcache_spaces (model, dimensions) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                    (MODEL, DIMS))
-        cur.execute("SELECT id FROM semcache_spaces WHERE model = %s AND dimensions = %s", (MODEL, DIMS))
-        space_id = cur.fetchone()[0]
-        # A newer schema keeps each key's dictionary form; a plain entry is its own.
-        cur.execute("SELECT count(*) FROM information_schema.columns "
-                    "WHERE table_name = 'semcache_entries' AND column_name = 'canon'")
-        canon = cur.fetchone()[0] > 0
-        entries, rows = io.StringIO(), io.StringIO()
-        for i, (key, vector) in enumerate(zip(keys, vectors), 1):
-            key = _copy_text(key)
-            entries.write(f"{i}\t{key}\t{key}\t{blob_key}\t100\tstand-in\t0" + (f"\t{key}\n" if canon else "\n"))
-            rows.write(f"{space_id}\t{key}\t[{','.join(f'{x:.9g}' for x in vector.tolist())}]\t{i}\n")
-        entries.seek(0)
-        rows.seek(0)
-        columns = "id, key, phrase, blob_key, size_bytes, generator, cost_usd" + (", canon" if canon else "")
-        cur.copy_expert(f"COPY semcache_entries ({columns}) FROM STDIN", entries)
-        cur.copy_expert("COPY semcache_embeddings (space_id, key, embedding, entry_id) FROM STDIN", rows)
-        cur.execute("SELECT setval('semcache_entries_id_seq', (SELECT max(id) FROM semcache_entries))")
-        raw.commit()
-        cur.execute("ANALYZE semcache_entries")
-        cur.execute("ANALYZE semcache_embeddings")
-        raw.commit()
-    finally:
-        raw.close()
+    store.bulk_load(cache.engine, MODEL, DIMS, keys, vectors, blob_key, generator="stand-in")
     started = time.perf_counter()
     cache.space()  # creates the space's HNSW index
     return time.perf_counter() - started
@@ -263,6 +232,7 @@ def tree_state() -> dict:
 class OurSide:
     def __init__(self, cache: SemanticCache) -> None:
         self.cache = cache
+        self.admin = CacheAdmin(cache)
 
     def lookup(self, topic: str, *, fetch_image: bool = False) -> tuple[float, str]:
         """Milliseconds in `get` (less the stand-in generation), and the result's kind."""
@@ -296,7 +266,7 @@ class OurSide:
             result = self.cache.get(b, threshold=2.0, fetch_image=False)
             if result.kind == "generated":
                 lost += 1
-                self.cache.delete(b)
+                self.admin.delete(b)
                 with self.cache.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                     conn.execute(text("VACUUM semcache_entries, semcache_embeddings"))
                 result = self.cache.get(b, threshold=2.0, fetch_image=False)
@@ -304,9 +274,9 @@ class OurSide:
             elapsed, kind = self.lookup(b)
             served.append(kind != "generated")
             ms.append(elapsed)
-            self.cache.delete(a)
+            self.admin.delete(a)
             if kind == "generated":
-                self.cache.delete(b)
+                self.admin.delete(b)
         return {"distance": distances, "served": served, "ms": ms, "index_lost_entry": lost}
 
 

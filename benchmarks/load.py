@@ -36,12 +36,10 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks.browser import CHROMIUM, launch
 from benchmarks.common import percentiles, start_app, write_report
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
 OWNER = "load"
 CAPTION = re.compile("Generated|cache hit|Served from cache|From the picture cache|No picture|No new picture")
 
@@ -104,7 +102,7 @@ def browse(url: str, workers: int, seconds: float, seed: int, ready=lambda: None
     errors: list[str] = []
     asked: list[str] = []
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        browser = launch(p, "--disable-quic")
         pages = []
         for _ in range(workers):
             page = browser.new_page(viewport={"width": 1300, "height": 900})

@@ -20,11 +20,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.browser import launch
 from benchmarks.common import start_app
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 QUERIES = ["linux kernel", "spam filter", "python script", "music", "security patch"]
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         server, app = start_app(env, Path(tmp) / "streamlit.log")
         try:
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+                browser = launch(p)
                 page = browser.new_page()
                 page.set_default_timeout(300_000)
                 box = page.get_by_placeholder(re.compile("dog · invoices"))

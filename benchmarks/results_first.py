@@ -25,11 +25,10 @@ import threading
 import time
 from pathlib import Path
 
+from benchmarks.browser import launch
 from benchmarks.common import start_app
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 TOPICS = ["dog", "invoice", "vacation", "birthday party", "garden", "recipe", "football", "dentist"]
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     from playwright.sync_api import sync_playwright
 
     from db.engine import create_db_engine, embedded_postgres_url, migrate
-    from mail.store import import_demo
+    from mail.importing import load_demo
     from semcache.embedders import LocalEmbedder
 
     topics = TOPICS[:args.topics]
@@ -54,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         url = embedded_postgres_url(Path(tmp) / "pg", on_exit="stop")
         engine = create_db_engine(url)
         migrate(engine)
-        report["messages"] = import_demo(engine, "me", LocalEmbedder(), Path(tmp)).imported
+        report["messages"] = load_demo(engine, "me", Path(tmp), embedder=LocalEmbedder()).imported
         engine.dispose()
 
         env = {**os.environ, "DATABASE_URL": url, "DATA_DIR": tmp, "EMBEDDING_PROVIDER": "local",
@@ -64,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         server, app = start_app(env, Path(tmp) / "streamlit.log")
         try:
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+                browser = launch(p)
                 page = browser.new_page()
                 page.set_default_timeout(300_000)
                 box = page.get_by_placeholder(re.compile("dog · invoices"))

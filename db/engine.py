@@ -29,6 +29,7 @@ from sqlalchemy.exc import OperationalError
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATION_LOCK_ID = 727_274_001  # one migration of the app's tables at a time across processes
 
 OnExit = Literal["keep", "stop", "delete"]
 
@@ -368,12 +369,21 @@ def database_answers(engine: Engine) -> bool:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema up to the newest Alembic revision."""
+    """Bring the schema up to date in one transaction: the cache's tables to the newest step of
+    `semcache.schema` (the library's own migrations), then the app's tables to the newest
+    Alembic revision. Neither refers to the other's tables; the cache goes first so the app's
+    historic revisions find its part done. The app's lock is taken before the cache's, as
+    Alembic's revisions take them, so two processes never wait for each other's second lock."""
     from alembic import command
     from alembic.config import Config
+    from sqlalchemy import text
+
+    from semcache.schema import upgrade as upgrade_cache
 
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     with engine.begin() as connection:
+        connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+        upgrade_cache(connection)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

@@ -1,4 +1,6 @@
-"""All tables of the app, for migrations and for the test that checks them against the database."""
+"""All tables in the app's database, for Alembic and for the test that checks them against the
+database: the cache's (made by its own steps, `semcache.schema.upgrade`), the mail's and the
+accounts' (made by the app's revisions in `db/migrations/versions/`)."""
 
 from db.accounts import metadata as accounts_metadata
 from mail.schema import metadata as mail_metadata

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -24,9 +25,10 @@ from typing import Literal
 from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from mail.sources import ImapSource, Limits, Source, _is_loopback, open_source, open_upload
-from mail.store import BatchCallback, ProgressCallback, imap_account, imap_state, import_demo, import_messages
-from mail.types import ImportRefused, ImportSummary, MailError
+from mail.sources import ImapSource, Limits, Source, open_source, open_upload
+from mail.sources.addresses import _is_loopback
+from mail.store import BatchCallback, ProgressCallback, imap_account, imap_state, import_messages
+from mail.types import ImportRefused, ImportSummary, MailError, StorageError
 
 __all__ = [
     "ImportStopped", "Security", "check_imap", "import_imap", "import_path", "import_uploads",
@@ -49,22 +51,31 @@ def _first_line(error: BaseException) -> str:
 
 @contextmanager
 def reporting_outages() -> Iterator[None]:
-    """Turn a database or embedding-model outage into `ImportStopped` with what to do."""
+    """Turn a database or embedding-model outage into `ImportStopped` with what to do. Any other
+    database error (a `StorageError` that is no outage included) goes on as the database raised
+    it: nobody can act on it but the operator, who finds it in the log."""
     from semcache.errors import EmbeddingError
 
     try:
         yield
     except (OperationalError, InterfaceError) as error:
-        raise ImportStopped(
-            f"The database could not be reached ({_first_line(error)}). Check that PostgreSQL is "
-            "running and try again; messages stored before it went away are kept, and importing "
-            "again adds only the rest."
-        ) from None
+        raise _database_unreachable(error) from None
+    except StorageError as error:
+        if error.unavailable:
+            raise _database_unreachable(error.__cause__) from None
+        raise error.__cause__ from None  # a statement refused is no outage: unexpected, as it was raised
     except EmbeddingError as error:
         raise ImportStopped(
             f"The embedding model failed ({_first_line(error)}). Try again in a moment; messages "
             "stored before it failed are kept, and importing again adds only the rest."
         ) from None
+
+
+def _database_unreachable(error: BaseException) -> ImportStopped:
+    return ImportStopped(
+        f"The database could not be reached ({_first_line(error)}). Check that PostgreSQL is "
+        "running and try again; messages stored before it went away are kept, and importing "
+        "again adds only the rest.")
 
 
 def _byte_limits(max_message_mb: float | None, max_upload_mb: float | None) -> dict[str, int | None]:
@@ -178,15 +189,31 @@ def import_imap(engine: Engine, owner: str, *, host: str, user: str, password: s
                                on_batch=on_batch)
 
 
+DEMO_MESSAGES = 300
+
+
 def load_demo(engine: Engine, owner: str, data_dir: str | os.PathLike[str], *, embedder=None,
               progress: ProgressCallback | None = None, skip: int = 0,
               on_batch: BatchCallback | None = None) -> ImportSummary:
-    """Write the made-up demo mailbox into ``data_dir`` (once) and import it (`store.import_demo`).
-    Loading it again adds nothing: the messages are the same."""
+    """Write the made-up demo mailbox into ``data_dir`` (once) and import it as a path is
+    (`import_path`). Loading it again adds nothing: the messages are the same."""
     try:
-        with reporting_outages():
-            return import_demo(engine, owner, embedder, Path(data_dir), progress=progress, skip=skip,
-                               on_batch=on_batch)
+        path = _demo_mailbox(Path(data_dir).absolute())
+        return import_path(engine, owner, path, embedder=embedder, progress=progress, skip=skip,
+                           on_batch=on_batch)
     except OSError as error:
         raise ImportRefused(f"The demo mailbox cannot be written to {data_dir} "
                             f"({error.strerror or error}); check DATA_DIR.") from None
+
+
+def _demo_mailbox(data_dir: Path, count: int = DEMO_MESSAGES) -> Path:
+    """``data_dir``/demo.mbox, written first if it is not there (whole or not at all)."""
+    from mail.demo import write_demo_mbox
+
+    path = data_dir / "demo.mbox"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
+        write_demo_mbox(partial, count=count)
+        os.replace(partial, path)  # a reader at the same time sees no half-written mailbox
+    return path

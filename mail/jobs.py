@@ -15,7 +15,6 @@ until the import ends. Nothing but the import's id goes into procrastinate's job
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Sequence
@@ -24,10 +23,11 @@ from datetime import datetime
 from pathlib import Path, PurePath
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from mail import sql
 from mail.importing import Security, check_imap, parse_folders
 from mail.sources import open_upload, resolve_imap_host
 from mail.types import ImportRefused, ImportSummary, MailError
@@ -176,10 +176,6 @@ class ImportJob:
                              cancelled=self.status == "cancelled")
 
 
-_COLUMNS = ("id, owner, kind, label, status, done, total, rate, eta_seconds, imported, duplicates, failed, "
-            "failures, embedded, error, cancel_requested, created_at, started_at, updated_at, finished_at, job_id")
-
-
 def _job(row) -> ImportJob:
     values = dict(row._mapping)
     values["failures"] = [(str(where), str(reason)) for where, reason in (values["failures"] or [])]
@@ -187,11 +183,14 @@ def _job(row) -> ImportJob:
 
 
 def load_job(engine: Engine, import_id: int, owner: str | None = None) -> ImportJob | None:
-    """One import by id (only ``owner``'s when given)."""
+    """One import by id (only ``owner``'s when given); `StorageError` when the database fails."""
+    with sql.storage_errors("reading your imports"):
+        return _load(engine, import_id, owner)
+
+
+def _load(engine: Engine, import_id: int, owner: str | None) -> ImportJob | None:
     with engine.connect() as conn:
-        row = conn.execute(text(f"SELECT {_COLUMNS} FROM mail_imports WHERE id = :id "
-                                "AND (CAST(:owner AS text) IS NULL OR owner = :owner)"),
-                           {"id": import_id, "owner": owner}).first()
+        row = sql.import_row(conn, import_id, owner)
     return _job(row) if row else None
 
 
@@ -202,10 +201,7 @@ def remove_uploads(engine: Engine, uploads, import_id: int, files: Sequence[dict
         if not key:
             continue
         with engine.connect() as conn:
-            shared = conn.execute(text("""
-                SELECT 1 FROM mail_imports WHERE id <> :id AND status IN ('queued', 'running')
-                AND params -> 'files' @> CAST(:probe AS jsonb) LIMIT 1"""),
-                {"id": import_id, "probe": json.dumps([{"key": key}])}).first()
+            shared = sql.upload_shared(conn, import_id, key)
         if not shared:
             try:
                 uploads.delete(key)
@@ -285,11 +281,7 @@ class ImportQueue:
             raise ValueError("An import needs an owner.")
         try:
             with self.engine.begin() as conn:
-                import_id = conn.execute(text("""
-                    INSERT INTO mail_imports (owner, kind, label, params, secret)
-                    VALUES (:owner, :kind, :label, CAST(:params AS jsonb), :secret) RETURNING id"""),
-                    {"owner": owner, "kind": kind, "label": label, "params": json.dumps(params),
-                     "secret": secret}).scalar_one()
+                import_id = sql.insert_import(conn, owner, kind, label, params, secret)
         except SQLAlchemyError as error:
             remove_uploads(self.engine, self.uploads, 0, params.get("files", []))
             raise QueueUnavailable(f"The import could not be queued: the database is not answering "
@@ -307,9 +299,8 @@ class ImportQueue:
                                    "Try again in a moment.") from None
         try:
             with self.engine.begin() as conn:
-                conn.execute(text("UPDATE mail_imports SET job_id = :job WHERE id = :id"),
-                             {"job": job_id, "id": import_id})
-            job = load_job(self.engine, import_id, owner)
+                sql.set_import_job(conn, import_id, job_id)
+            job = _load(self.engine, import_id, owner)
         except SQLAlchemyError:
             raise QueueUnavailable("The import was queued, but the database stopped answering; it will "
                                    "show here when the database is back.") from None
@@ -329,13 +320,12 @@ class ImportQueue:
 
     # -- read ------------------------------------------------------------------------------
 
+    # Each raises `StorageError` when the database fails.
+
     def imports(self, owner: str, *, limit: int = 20) -> list[ImportJob]:
         """``owner``'s imports, unfinished ones first, then newest first."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(text(f"""
-                SELECT {_COLUMNS} FROM mail_imports WHERE owner = :owner
-                ORDER BY status IN ('queued', 'running') DESC, id DESC LIMIT :limit"""),
-                {"owner": owner, "limit": limit}).all()
+        with sql.storage_errors("reading your imports"), self.engine.connect() as conn:
+            rows = sql.import_rows(conn, owner, limit)
         return [_job(row) for row in rows]
 
     def get(self, owner: str, import_id: int) -> ImportJob | None:
@@ -343,30 +333,26 @@ class ImportQueue:
 
     def active(self, owner: str) -> list[ImportJob]:
         """``owner``'s queued and running imports, oldest first (the order they run in)."""
-        with self.engine.connect() as conn:
-            rows = conn.execute(text(f"""
-                SELECT {_COLUMNS} FROM mail_imports WHERE owner = :owner AND status IN ('queued', 'running')
-                ORDER BY id"""), {"owner": owner}).all()
+        with sql.storage_errors("reading your imports"), self.engine.connect() as conn:
+            rows = sql.active_import_rows(conn, owner)
         return [_job(row) for row in rows]
 
     def workers_alive(self, *, within_seconds: float = 60.0) -> int:
         """Workers whose heartbeat is recent: none means queued imports wait for one to start."""
-        with self.engine.connect() as conn:
-            return conn.execute(text("""
-                SELECT count(*) FROM procrastinate_workers
-                WHERE last_heartbeat > now() - make_interval(secs => :seconds)"""),
-                {"seconds": within_seconds}).scalar_one()
+        with sql.storage_errors("looking for import workers"), self.engine.connect() as conn:
+            return sql.workers_alive(conn, within_seconds)
 
     # -- cancel ----------------------------------------------------------------------------
 
     def cancel(self, owner: str, import_id: int) -> bool:
         """Ask ``owner``'s import to stop: a queued one ends now, a running one after its
         current batch (what it stored is kept). False when it is not theirs or already over."""
+        with sql.storage_errors("cancelling the import"):
+            return self._cancel(owner, import_id)
+
+    def _cancel(self, owner: str, import_id: int) -> bool:
         with self.engine.begin() as conn:
-            row = conn.execute(text("""
-                UPDATE mail_imports SET cancel_requested = true, updated_at = now()
-                WHERE id = :id AND owner = :owner AND status IN ('queued', 'running')
-                RETURNING status, job_id, params"""), {"id": import_id, "owner": owner}).first()
+            row = sql.request_cancel(conn, owner, import_id)
         if row is None:
             return False
         if row.status == "queued" and row.job_id is not None:
@@ -380,12 +366,7 @@ class ImportQueue:
 
     def _end(self, import_id: int, status: str, error: str | None, *, only_if: str | None = None) -> bool:
         with self.engine.begin() as conn:
-            ended = conn.execute(text("""
-                UPDATE mail_imports SET status = :status, error = :error, secret = NULL, eta_seconds = NULL,
-                       finished_at = now(), updated_at = now()
-                WHERE id = :id AND (CAST(:only_if AS text) IS NULL OR status = :only_if) RETURNING id"""),
-                {"id": import_id, "status": status, "error": error, "only_if": only_if}).first()
-        return ended is not None
+            return sql.end_import(conn, import_id, status, error, only_if=only_if)
 
 
 def _lock(owner: str) -> str:

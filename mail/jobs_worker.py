@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
-from mail import importing
+from mail import importing, sql
 from mail.jobs import MAX_STORED_FAILURES, QUEUE, TASK_NAME, JobSecrets, job_app, remove_uploads
 from mail.sources import error_detail
 from mail.store import BatchReport
@@ -120,35 +120,20 @@ class ImportRunner:
 
     def _claim(self, import_id: int):
         with self.engine.begin() as conn:
-            row = conn.execute(text("""
-                UPDATE mail_imports SET status = 'running', attempt = attempt + 1, error = NULL,
-                       started_at = coalesce(started_at, now()), updated_at = now()
-                WHERE id = :id AND status IN ('queued', 'running')
-                RETURNING id, owner, kind, params, secret, done, imported, duplicates, failed,
-                          jsonb_array_length(failures) AS stored_failures, cancel_requested, attempt"""),
-                {"id": import_id}).first()
+            row = sql.claim_import(conn, import_id)
         return (row, row.attempt) if row is not None else None
 
     def _note(self, import_id: int, attempt: int, error: str | None, *, status: str) -> None:
         try:
             with self.engine.begin() as conn:
-                conn.execute(text("""
-                    UPDATE mail_imports SET status = :status, error = :error, rate = NULL, eta_seconds = NULL,
-                           updated_at = now()
-                    WHERE id = :id AND attempt = :attempt AND status IN ('queued', 'running')"""),
-                    {"id": import_id, "attempt": attempt, "status": status,
-                     "error": error and f"Interrupted, to be resumed: {error}"})
+                sql.note_import(conn, import_id, attempt, status, error and f"Interrupted, to be resumed: {error}")
         except (OperationalError, InterfaceError):
             pass  # the database is down: the row keeps its last batch, the retry goes on from there
 
     def _finish(self, import_id: int, attempt: int, status: str, error: str | None, params: dict,
                 *, embedded: bool | None = None) -> None:
         with self.engine.begin() as conn:
-            conn.execute(text("""
-                UPDATE mail_imports SET status = :status, error = :error, secret = NULL, eta_seconds = NULL,
-                       embedded = coalesce(:embedded, embedded), finished_at = now(), updated_at = now()
-                WHERE id = :id AND attempt = :attempt"""),
-                {"id": import_id, "attempt": attempt, "status": status, "error": error, "embedded": embedded})
+            sql.finish_import(conn, import_id, attempt, status, error, embedded)
         remove_uploads(self.engine, self.uploads, import_id, params.get("files", []))
 
     # -- the import ------------------------------------------------------------------------
@@ -206,21 +191,14 @@ class _Progress:
         self.stopping_for_shutdown = False
 
     def record(self, conn: Connection, report: BatchReport) -> bool:
-        import json
-
         p = report.progress
         kept = report.new_failures[:self.room]
         self.room -= len(kept)
-        row = conn.execute(text("""
-            UPDATE mail_imports SET done = :done, total = :total, rate = :rate, eta_seconds = :eta,
-                   imported = :imported, duplicates = :duplicates, failed = :failed,
-                   failures = failures || CAST(:failures AS jsonb), updated_at = now()
-            WHERE id = :id AND attempt = :attempt AND status = 'running'
-            RETURNING cancel_requested"""), {
-            "id": self.import_id, "attempt": self.attempt, "done": self.offset + p.done,
-            "total": None if p.total is None else self.offset + p.total, "rate": p.rate, "eta": p.eta_seconds,
-            "imported": self.base[0] + report.imported, "duplicates": self.base[1] + report.duplicates,
-            "failed": self.base[2] + report.failed, "failures": json.dumps([list(f) for f in kept])}).first()
+        row = sql.record_batch(
+            conn, self.import_id, self.attempt, done=self.offset + p.done,
+            total=None if p.total is None else self.offset + p.total, rate=p.rate, eta=p.eta_seconds,
+            imported=self.base[0] + report.imported, duplicates=self.base[1] + report.duplicates,
+            failed=self.base[2] + report.failed, failures=kept)
         if row is None:
             raise _Superseded()
         if self.should_abort():

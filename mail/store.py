@@ -1,4 +1,5 @@
-"""Importing: parse messages in batches, embed them in batches, and file them per owner.
+"""Importing: parse messages in batches, embed them in batches, and file them per owner (the
+statements are in `mail.sql`).
 
 Re-importing a mailbox adds nothing: messages are identified by (owner, Message-ID), or by a
 hash of their bytes when they have none. A message that cannot be read is counted with its
@@ -8,7 +9,6 @@ reason and the import carries on.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import os
@@ -17,15 +17,15 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 from urllib.parse import unquote, urlsplit
 
 import numpy as np
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
+from mail import sql
 from mail.parse import parse_message
-from semcache.cache import vector_literal
+from mail.sql import MailSpace
 from mail.types import ImportProgress, ImportSummary, ParsedMessage, ParseError, RawMessage
 
 ProgressCallback = Callable[[ImportProgress], None]
@@ -55,32 +55,6 @@ PostgreSQL refuses any single value of 1 GB or more."""
 _MODEL_NAME = re.compile(r"^[A-Za-z0-9._:/@+-]{1,200}$")
 
 
-@dataclass(frozen=True)
-class MailSpace:
-    """Where one embedding model's message vectors are indexed."""
-
-    model: str
-    dimensions: int
-
-    @property
-    def cast(self) -> str:
-        return f"{'halfvec' if self.dimensions > 2000 else 'vector'}({self.dimensions})"
-
-    @property
-    def opclass(self) -> str:
-        return "halfvec_cosine_ops" if self.dimensions > 2000 else "vector_cosine_ops"
-
-    @property
-    def index_name(self) -> str:
-        digest = hashlib.sha256(f"{self.model}@{self.dimensions}".encode()).hexdigest()[:12]
-        return f"mail_embeddings_hnsw_{digest}"
-
-    @property
-    def predicate(self) -> str:
-        # Literals, so the planner can match the partial index; the name is checked on creation.
-        return f"model = '{self.model}' AND dimensions = {self.dimensions}"
-
-
 _spaces_ready: set[tuple[int, MailSpace]] = set()
 _spaces_lock = threading.Lock()
 
@@ -94,9 +68,7 @@ def mail_space(engine: Engine, embedder) -> MailSpace:
     if token in _spaces_ready:
         return space
     with _spaces_lock, engine.begin() as conn:
-        conn.execute(text("SELECT pg_advisory_xact_lock(727274003)"))
-        conn.execute(text(f"CREATE INDEX IF NOT EXISTS {space.index_name} ON mail_embeddings "
-                          f"USING hnsw ((embedding::{space.cast}) {space.opclass}) WHERE {space.predicate}"))
+        sql.create_space_index(conn, space)
         _spaces_ready.add(token)
     return space
 
@@ -112,25 +84,6 @@ def thread_id(message: ParsedMessage) -> str:
 def _clean(value: str) -> str:
     """Text PostgreSQL accepts: no NUL characters, no lone surrogates."""
     return value.replace("\x00", " ").encode("utf-8", "replace").decode("utf-8")
-
-
-_INSERT = text("""
-    INSERT INTO mail_messages (owner, message_id, content_hash, thread_id, in_reply_to, subject, from_name,
-                               from_addr, to_addrs, cc_addrs, sent_at, body, excerpt, attachments, is_html,
-                               signed, size_bytes, folder, source)
-    SELECT :owner, m.message_id, m.content_hash, m.thread_id, m.in_reply_to, m.subject, m.from_name,
-           m.from_addr, ARRAY(SELECT jsonb_array_elements_text(m.to_addrs)),
-           ARRAY(SELECT jsonb_array_elements_text(m.cc_addrs)), m.sent_at, m.body, m.excerpt, m.attachments,
-           m.is_html, m.signed, m.size_bytes, m.folder, m.source
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS m(
-        n int, message_id text, content_hash text, thread_id text, in_reply_to text, subject text,
-        from_name text, from_addr text, to_addrs jsonb, cc_addrs jsonb, sent_at timestamptz, body text,
-        excerpt text, attachments jsonb, is_html boolean, signed boolean, size_bytes int, folder text,
-        source text)
-    ORDER BY m.n
-    ON CONFLICT DO NOTHING
-    RETURNING id, message_id, content_hash
-""")
 
 
 def _row(n: int, message: ParsedMessage, raw: RawMessage) -> dict:
@@ -180,7 +133,7 @@ def _insert_rows(conn: Connection, owner: str, rows: Sequence[dict]) -> list:
 
     def flush() -> None:
         if chunk:
-            inserted.extend(conn.execute(_INSERT, {"owner": owner, "rows": "[" + ",".join(chunk) + "]"}).all())
+            inserted.extend(sql.insert_messages(conn, owner, "[" + ",".join(chunk) + "]"))
 
     for row in rows:
         encoded = json.dumps(row)
@@ -368,8 +321,9 @@ def import_messages(
                 imported += len(inserted)
                 if batch.vectors is not None and inserted:
                     _insert_vectors(conn, owner, space, fresh, batch.vectors, inserted)
-                if account and batch.imap_marks:
-                    _save_imap_state(conn, owner, account, batch.imap_marks)
+                if account:
+                    for folder, (uidvalidity, last_uid) in batch.imap_marks.items():
+                        sql.save_imap_mark(conn, owner, account, folder, uidvalidity, last_uid)
 
                 done += batch.size
                 elapsed = time.perf_counter() - started
@@ -396,16 +350,9 @@ def _insert_vectors(conn: Connection, owner: str, space: MailSpace,
     """The vectors of the messages this batch actually inserted (not those another import got in first)."""
     position = {(m.message_id, m.content_hash if m.message_id is None else None): i
                 for i, (m, _) in enumerate(fresh)}
-    conn.execute(text("""
-        INSERT INTO mail_embeddings (message_pk, owner, model, dimensions, embedding)
-        SELECT pk, :owner, :model, :dims, CAST(vec AS vector)
-        FROM unnest(CAST(:pks AS bigint[]), CAST(:vecs AS text[])) AS t(pk, vec)
-        ON CONFLICT DO NOTHING"""), {
-        "owner": owner, "model": space.model, "dims": space.dimensions,
-        "pks": [row.id for row in inserted],
-        "vecs": [vector_literal(vectors[position[(row.message_id,
-                                                   row.content_hash if row.message_id is None else None)]])
-                 for row in inserted]})
+    sql.insert_vectors(conn, owner, space, [row.id for row in inserted],
+                       [vectors[position[(row.message_id, row.content_hash if row.message_id is None else None)]]
+                        for row in inserted])
 
 
 def _new_only(conn: Connection, owner: str, parsed: Sequence[tuple[ParsedMessage, RawMessage]]):
@@ -420,46 +367,23 @@ def _new_only(conn: Connection, owner: str, parsed: Sequence[tuple[ParsedMessage
             unique.append((message, raw))
     ids = [m.message_id for m, _ in unique if m.message_id]
     hashes = [m.content_hash for m, _ in unique if not m.message_id]
-    known = conn.execute(text("""
-        SELECT 'id' AS kind, message_id AS value FROM mail_messages
-        WHERE owner = :owner AND message_id = ANY(CAST(:ids AS text[]))
-        UNION ALL
-        SELECT 'hash', content_hash FROM mail_messages
-        WHERE owner = :owner AND message_id IS NULL AND content_hash = ANY(CAST(:hashes AS text[]))
-    """), {"owner": owner, "ids": ids, "hashes": hashes}).all()
-    known_set = {(row.kind, row.value) for row in known}
+    known_set = sql.known_messages(conn, owner, ids, hashes)
     fresh = [(m, raw) for m, raw in unique
              if (("id", m.message_id) if m.message_id else ("hash", m.content_hash)) not in known_set]
     return fresh, len(parsed) - len(fresh)
 
 
-def _save_imap_state(conn: Connection, owner: str, account: str, marks: dict[str, tuple[int, int]]) -> None:
-    for folder, (uidvalidity, last_uid) in marks.items():
-        conn.execute(text("""
-            INSERT INTO mail_imap_state (owner, account, folder, uidvalidity, last_uid, updated_at)
-            VALUES (:owner, :account, :folder, :uidvalidity, :last_uid, now())
-            ON CONFLICT (owner, account, folder) DO UPDATE
-            SET last_uid = CASE WHEN mail_imap_state.uidvalidity = excluded.uidvalidity
-                                THEN GREATEST(mail_imap_state.last_uid, excluded.last_uid)
-                                ELSE excluded.last_uid END,
-                uidvalidity = excluded.uidvalidity, updated_at = now()
-        """), {"owner": owner, "account": account, "folder": folder, "uidvalidity": uidvalidity,
-               "last_uid": last_uid})
-
-
 def imap_state(engine: Engine, owner: str, account: str) -> dict[str, tuple[int, int]]:
-    """folder → (uidvalidity, last_uid) from the previous imports of ``account`` by ``owner``."""
+    """folder → (uidvalidity, last_uid) from the previous imports of ``account`` by ``owner``.
+    Part of an import: a database error leaves it as SQLAlchemy raised it, as from `import_messages`."""
     with engine.connect() as conn:
-        rows = conn.execute(text("SELECT folder, uidvalidity, last_uid FROM mail_imap_state "
-                                 "WHERE owner = :owner AND account = :account"),
-                            {"owner": owner, "account": account}).all()
-    return {row.folder: (int(row.uidvalidity), int(row.last_uid)) for row in rows}
+        return sql.imap_state(conn, owner, account)
 
 
 def message_count(engine: Engine, owner: str) -> int:
-    with engine.connect() as conn:
-        return conn.execute(text("SELECT count(*) FROM mail_messages WHERE owner = :owner"),
-                            {"owner": owner}).scalar_one()
+    """How many messages ``owner`` has; `StorageError` when the database fails."""
+    with sql.storage_errors("counting your messages"), engine.connect() as conn:
+        return sql.message_count(conn, owner)
 
 
 def imap_account(url: str, user: str | None = None) -> str | None:
@@ -483,24 +407,3 @@ def import_from(engine: Engine, owner: str, target: str | os.PathLike[str], *, e
     state = imap_state(engine, owner, account) if account else None
     with open_source(target, user=user, password=password, state=state, **source_options) as source:
         return import_messages(engine, owner, source, embedder=embedder, progress=progress, account=account)
-
-
-DEMO_MESSAGES = 300
-
-
-def import_demo(engine: Engine, owner: str, embedder, data_dir: Path, *, count: int = DEMO_MESSAGES,
-                progress: ProgressCallback | None = None, skip: int = 0,
-                on_batch: BatchCallback | None = None) -> ImportSummary:
-    """Write the demo mailbox into ``data_dir`` (once) and import it for ``owner``."""
-    from mail.demo import write_demo_mbox
-    from mail.sources import open_source
-
-    path = Path(data_dir) / "demo.mbox"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}")
-        write_demo_mbox(partial, count=count)
-        os.replace(partial, path)  # a reader at the same time sees no half-written mailbox
-    with open_source(path) as source:
-        return import_messages(engine, owner, source, embedder=embedder, progress=progress, skip=skip,
-                               on_batch=on_batch)

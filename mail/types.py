@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy.exc import InterfaceError, OperationalError
+
 
 class MailError(Exception):
     """Base of mail's own errors; each message is a sentence a person can act on."""
@@ -22,6 +24,16 @@ class ParseError(MailError):
 
 class QueryError(MailError, ValueError):
     """A search query that cannot be understood (e.g. a date that is not a date)."""
+
+
+class StorageError(MailError):
+    """Mail's database did not answer, or refused a statement, while reading or changing mail or
+    imports. The database's own error is the ``__cause__``."""
+
+    @property
+    def unavailable(self) -> bool:
+        """The database could not be reached (rather than refusing the statement)."""
+        return isinstance(self.__cause__, (OperationalError, InterfaceError))
 
 
 @dataclass(frozen=True)

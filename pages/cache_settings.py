@@ -33,7 +33,7 @@ def service_call() -> Iterator[None]:
 @st.cache_data(max_entries=2000, show_spinner=False)
 def image(blob_key: str) -> bytes:
     """Blobs are content-addressed, so a key's bytes never change: safe to keep."""
-    return app_state.cache().image(blob_key)
+    return app_state.cache_admin().image(blob_key)
 
 
 def flash(slot: str) -> None:
@@ -70,8 +70,8 @@ def mark_wrong() -> None:
     lookup = st.session_state.get("wrong_options", {}).get(st.session_state.get("wrong_choice"))
     if lookup is None:
         return
-    run_action("wrong", lambda: app_state.cache().mark_wrong(lookup.query, lookup.served_key,
-                                                             distance=lookup.distance, actor=ACTOR),
+    run_action("wrong", lambda: app_state.cache_admin().mark_wrong(lookup.query, lookup.served_key,
+                                                                   distance=lookup.distance, actor=ACTOR),
                f"“{app_state.md(lookup.query)}” will never again be served the picture of "
                f"“{app_state.md(lookup.served_key)}”.")
 
@@ -80,8 +80,8 @@ def mark_right() -> None:
     lookup = st.session_state.get("wrong_options", {}).get(st.session_state.get("wrong_choice"))
     if lookup is None:
         return
-    run_action("wrong", lambda: app_state.cache().mark_right(lookup.query, lookup.served_key,
-                                                             distance=lookup.distance, actor=ACTOR),
+    run_action("wrong", lambda: app_state.cache_admin().mark_right(lookup.query, lookup.served_key,
+                                                                   distance=lookup.distance, actor=ACTOR),
                f"Recorded: “{app_state.md(lookup.served_key)}” was a good picture for “{app_state.md(lookup.query)}”.")
 
 
@@ -127,7 +127,7 @@ def delete_entries() -> None:
 
     def delete() -> None:
         for phrase in phrases:
-            app_state.cache().delete(phrase)
+            app_state.cache_admin().delete(phrase)
         st.session_state["delete_choice"] = []
 
     run_action("delete", delete, f"Deleted {len(phrases)} cached picture{'s' if len(phrases) != 1 else ''}. "
@@ -223,6 +223,8 @@ with threshold_tab:
                         st.caption(f"distance {neighbour.distance:.3f}")
                         if neighbour.relation == "antonym":
                             st.caption("opposites: never served")
+                        elif neighbour.relation == "contrast":
+                            st.caption("differ in a word that changes the picture: never served")
                         elif neighbour.score is not None and neighbour.score != neighbour.distance:
                             st.caption(f"{neighbour.relation}: counts {neighbour.score:.3f}")
                         if neighbour.would_serve:
@@ -353,7 +355,7 @@ with lookups_tab:
 with entries_tab:
     with service_call():
         stats = report.totals(cache.engine)
-        entries = cache.entries(limit=200)
+        entries = app_state.cache_admin().entries(limit=200)
         st.subheader(f"Cached pictures ({stats.entries:,})")
         if stats.entries > len(entries):
             st.caption(f"The newest {len(entries)} are shown.")

@@ -12,11 +12,20 @@ import app_state
 import auth
 from app_text import RELATION_NOTES
 from finder import WORDS_ONLY_NOTE, Picture
+from mail.query import MAX_QUERY_CHARS
 from mail.store import message_count
-from mail.types import MailError
+from mail.types import MailError, StorageError
 
 PAGE_SIZE = 20
 _md = app_state.md
+
+
+def url_page() -> int:
+    """The page of results the URL asks for, from 0 (``page=1`` is the first)."""
+    try:
+        return max(0, int(st.query_params.get("page", "1")) - 1)
+    except ValueError:
+        return 0
 
 
 st.title("Search your mail")
@@ -26,6 +35,8 @@ owner = user.name
 try:
     engine = app_state.engine()
     total_messages = message_count(engine, owner)
+except StorageError as exc:
+    app_state.database_down(exc.__cause__)
 except SQLAlchemyError as exc:
     app_state.database_down(exc)
 
@@ -45,9 +56,18 @@ if total_messages == 0:
             st.rerun()
     st.stop()
 
+# The query and the page of results live in the URL (?q=invoices&page=2): a reload, a bookmark or
+# a shared link opens the same search, and back/forward step through the searches made.
+url_query = st.query_params.get("q", "")[:MAX_QUERY_CHARS]
+if st.session_state.get("url_q") != url_query:  # opened, reloaded, or moved through the history
+    st.session_state["q"] = url_query
+    st.session_state["url_q"] = url_query
 query = st.text_input(
     "Search", key="q", placeholder='dog · invoices from:alice · "trip to Paris" after:2024-01-01',
     label_visibility="collapsed")
+if query != url_query:  # a new search: a new entry in the history, from its first page
+    st.query_params.from_dict({"q": query} if query else {})
+    st.session_state["url_q"] = query
 with st.expander("Search syntax"):
     st.markdown(
         "Free words and `\"quoted phrases\"`; `-word` leaves out messages with that word; "
@@ -59,14 +79,19 @@ if not query.strip():
     st.caption(f"{total_messages:,} messages. Type a topic to search them.")
     st.stop()
 
-if st.session_state.get("last_query") != query:
-    st.session_state["last_query"] = query
-    st.session_state["page"] = 0
-page = st.session_state.get("page", 0)
+page = url_page()
 
 try:
     finder = app_state.finder()
     found = finder.find(owner, query, page=page, page_size=PAGE_SIZE)
+    if page and not found.results.hits:  # a bookmarked page that is no more: the last one there is
+        found = finder.find(owner, query, page=0, page_size=PAGE_SIZE)
+        page = max(0, -(-found.results.total // PAGE_SIZE) - 1)
+        if page:
+            found = finder.find(owner, query, page=page, page_size=PAGE_SIZE)
+        st.query_params.from_dict({"q": query, "page": str(page + 1)} if page else {"q": query})
+except StorageError as exc:
+    app_state.database_down(exc.__cause__)
 except MailError as exc:
     st.warning(_md(exc))  # it may quote the query
     st.stop()
@@ -124,11 +149,57 @@ def show_picture(picture: Picture) -> None:
             st.caption(RELATION_NOTES[served.relation])
 
 
+# On a phone (Streamlit stacks columns below 640 px) the picture comes above the results, and a
+# pager stays one row.
+_PHONE_CSS = """<style>
+@media (max-width: 640px) {
+  [data-testid="stHorizontalBlock"]:has(> [data-testid="stColumn"] .st-key-results) {
+    flex-direction: column-reverse; gap: 1rem; }
+  .st-key-picture img { max-width: 96px !important; height: auto !important; }
+  .st-key-pager-top [data-testid="stHorizontalBlock"], .st-key-pager-bottom [data-testid="stHorizontalBlock"] {
+    flex-wrap: nowrap; align-items: center; }
+  .st-key-pager-top [data-testid="stColumn"], .st-key-pager-bottom [data-testid="stColumn"] {
+    min-width: 0 !important; width: auto !important; flex: 1 1 auto !important; }
+}
+</style>"""
+
+
+def pager(where: str) -> None:
+    """Previous / next, above and below the results; the page goes into the URL."""
+    pages = max(1, -(-results.total // PAGE_SIZE))
+    if pages == 1:
+        return
+    prev_col, label_col, next_col = st.container(key=f"pager-{where}").columns(
+        [1, 2, 1], vertical_alignment="center")
+    label_col.caption(f"Page {page + 1} of {pages:,}")
+    for column, label, target, disabled in ((prev_col, "← Previous", page - 1, page == 0),
+                                            (next_col, "Next →", page + 1, page + 1 >= pages)):
+        if column.button(label, key=f"{where}-{label}", disabled=disabled):
+            st.query_params["page"] = str(target + 1)
+            st.session_state["scroll_to_results"] = True
+            st.rerun()
+
+
+def scroll_to_results() -> None:
+    """Brings the first result into view after a page change (the page keeps its scroll position
+    otherwise, which leaves the reader at the bottom of the new page)."""
+    st.session_state["scrolls"] = st.session_state.get("scrolls", 0) + 1
+    st.html(f"<script>/* {st.session_state['scrolls']} */"
+            "document.querySelector('.st-key-results')?.scrollIntoView({block: 'start'});</script>",
+            unsafe_allow_javascript=True)
+
+
 lookup = picture_lookup() if found.topic else None
+st.html(_PHONE_CSS)
 results_col, image_col = st.columns([3, 1], gap="large")
+results_col = results_col.container(key="results")
+image_col = image_col.container(key="picture")
 
 with results_col:
     st.caption(f"{results.total:,} messages · {_md(results.query.describe())}")
+    pager("top")
+    if st.session_state.pop("scroll_to_results", False):
+        scroll_to_results()
     if found.words_only:
         st.caption(WORDS_ONLY_NOTE)
     if not results.hits:
@@ -145,16 +216,7 @@ with results_col:
             if action.button("Open", key=f"open-{hit.id}"):
                 st.session_state["open"] = hit.id
 
-    pages = max(1, -(-results.total // PAGE_SIZE))
-    if pages > 1:
-        prev_col, label_col, next_col = st.columns([1, 2, 1])
-        if prev_col.button("← Previous", disabled=page == 0):
-            st.session_state["page"] = page - 1
-            st.rerun()
-        label_col.caption(f"Page {page + 1} of {pages}")
-        if next_col.button("Next →", disabled=page + 1 >= pages):
-            st.session_state["page"] = page + 1
-            st.rerun()
+    pager("bottom")
 
 with image_col:
     if lookup is not None:
@@ -173,7 +235,7 @@ def close_message() -> None:
 def show_message(message_pk: int) -> None:
     try:
         conversation = finder.conversation(owner, message_pk)
-    except SQLAlchemyError:
+    except (StorageError, SQLAlchemyError):
         st.error("The mail database is not answering. Try again in a moment.")
         return
     if conversation is None:
@@ -188,8 +250,8 @@ def show_message(message_pk: int) -> None:
             st.text(item.body)  # always plain text, never rendered as HTML or markdown
             if item.attachments:
                 st.caption("Attachments: " + ", ".join(
-                    f"{_md(a.get('filename') or 'unnamed')} ({_md(a.get('content_type') or '')}, {a.get('size', 0):,} bytes)"
-                    for a in item.attachments))
+                    f"{_md(a.get('filename') or 'unnamed')} ({_md(a.get('content_type') or '')}, "
+                    f"{a.get('size', 0):,} bytes)" for a in item.attachments))
 
 
 if st.session_state.get("open"):

@@ -2,9 +2,10 @@
 
     python -m semcache --database-url URL --blob-dir DIR [--emoji-index DIR] [--default-threshold T] COMMAND ...
 
-The database must hold the cache's tables (`semcache.schema.metadata`); embeddings come from
-the local all-MiniLM-L6-v2 model and new pictures from the offline pixel-art generator. An
-application with its own wiring calls `semcache.cli.main` with its factories instead.
+The cache's tables are made, or brought up to date, first (`semcache.schema.upgrade`: an empty
+PostgreSQL with pgvector will do); embeddings come from the local all-MiniLM-L6-v2 model and new
+pictures from the offline pixel-art generator. An application with its own wiring calls
+`semcache.cli.main` with its factories instead.
 """
 
 import argparse
@@ -20,6 +21,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", required=True, help="PostgreSQL with pgvector (a SQLAlchemy URL)")
     parser.add_argument("--blob-dir", type=Path, required=True, help="folder for the pictures")
     parser.add_argument("--emoji-index", type=Path, help="folder to keep the emoji catalogue's index in")
+    parser.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"),
+                        help="WordNet 3.0 folder for the matcher's second look (without it: distance alone)")
     parser.add_argument("--default-threshold", type=float, default=0.35,
                         help="cosine distance used until one is stored (0 to 2)")
     add_commands(parser)
@@ -38,11 +41,17 @@ def main(argv: list[str] | None = None) -> int:
         from semcache import SemanticCache
         from semcache.blobstores import LocalBlobStore
         from semcache.pixelart import EmojiPixelArtGenerator
+        from semcache.lexicon import WordNet
+        from semcache.matching import Matcher
+        from semcache.schema import upgrade
 
+        engine = create_engine(args.database_url, pool_pre_ping=True)
+        upgrade(engine)
         embedder = build_embedder("local")
         generator = EmojiPixelArtGenerator(embedder, cache_dir=args.emoji_index)
-        return SemanticCache(create_engine(args.database_url, pool_pre_ping=True), embedder, generator,
-                             LocalBlobStore(args.blob_dir), default_threshold=args.default_threshold)
+        return SemanticCache(engine, embedder, generator,
+                             LocalBlobStore(args.blob_dir), default_threshold=args.default_threshold,
+                             matcher=Matcher(wordnet=WordNet(args.wordnet)))
 
     return run(args, build_cache, build_embedder)
 

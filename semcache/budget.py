@@ -21,8 +21,9 @@ from datetime import date, datetime, timezone
 from contextlib import contextmanager
 from typing import Iterator
 
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine
 
+from semcache import store
 from semcache.errors import BudgetExceeded
 
 EVERYONE = "*"
@@ -60,10 +61,9 @@ class CostGuard:
         """The limits in force: stored for every process, else the ones the guard was built with.
         Read on ``conn`` when given."""
         if conn is None:
-            with self.engine.connect() as own:
+            with store.connect(self.engine) as own:
                 return self.limits(own)
-        stored = dict(conn.execute(text("SELECT name, value FROM semcache_settings WHERE name IN (:u, :b)"),
-                                   {"u": USER_LIMIT_SETTING, "b": BUDGET_SETTING}).all())
+        stored = store.settings(conn, [USER_LIMIT_SETTING, BUDGET_SETTING])
         images = stored[USER_LIMIT_SETTING] if USER_LIMIT_SETTING in stored else self.default.images_per_user
         budget = stored[BUDGET_SETTING] if BUDGET_SETTING in stored else self.default.budget_usd
         return Limits(None if images is None else int(images), None if budget is None else float(budget))
@@ -71,14 +71,9 @@ class CostGuard:
     def set_limits(self, *, images_per_user: int | None, budget_usd: float | None, actor: str | None = None) -> Limits:
         """Store both limits for every process (None: no limit)."""
         limits = Limits(_check_count(images_per_user), _check_money(budget_usd))
-        with self.engine.begin() as conn:
+        with store.begin(self.engine) as conn:
             for name, value in ((USER_LIMIT_SETTING, limits.images_per_user), (BUDGET_SETTING, limits.budget_usd)):
-                conn.execute(text("""
-                    INSERT INTO semcache_settings (name, value, updated_at, updated_by)
-                    VALUES (:n, CAST(:v AS jsonb), now(), :actor)
-                    ON CONFLICT (name) DO UPDATE
-                    SET value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by
-                """), {"n": name, "v": "null" if value is None else repr(value), "actor": actor})
+                store.set_setting(conn, name, "null" if value is None else repr(value), actor)
         return limits
 
     def reserve(self, actor: str | None, price: float, *, conn: Connection | None = None) -> date:
@@ -94,55 +89,37 @@ class CostGuard:
             limits = self.limits(conn)
             day = today()
             who = [EVERYONE] if actor is None else [EVERYONE, actor]
-            conn.execute(text("INSERT INTO semcache_usage (day, actor) SELECT :day, unnest(CAST(:who AS text[])) "
-                              "ON CONFLICT DO NOTHING"), {"day": day, "who": who})
+            store.add_usage_rows(conn, day, who)
             # Everyone's row first, then the user's: one order for all, so no two reservations deadlock.
-            ok = conn.execute(text("""
-                UPDATE semcache_usage SET images = images + 1, spent_usd = spent_usd + CAST(:price AS numeric)
-                WHERE day = :day AND actor = :everyone
-                  AND (CAST(:budget AS numeric) IS NULL OR spent_usd + CAST(:price AS numeric) <= CAST(:budget AS numeric))
-                RETURNING 1"""), {"day": day, "everyone": EVERYONE, "price": price, "budget": limits.budget_usd}).first()
-            if ok is None:
+            if not store.charge_everyone(conn, day, EVERYONE, price, limits.budget_usd):
                 raise BudgetExceeded(
                     f"Today's budget for new pictures (${limits.budget_usd:.2f}) is used up. Pictures already made "
                     "for this or a similar topic are still shown; the budget renews at midnight UTC.")
-            if actor is not None:
-                ok = conn.execute(text("""
-                    UPDATE semcache_usage SET images = images + 1, spent_usd = spent_usd + CAST(:price AS numeric)
-                    WHERE day = :day AND actor = :actor AND (CAST(:limit AS integer) IS NULL OR images < :limit)
-                    RETURNING 1"""), {"day": day, "actor": actor, "price": price,
-                                      "limit": limits.images_per_user}).first()
-                if ok is None:
-                    raise BudgetExceeded(
-                        f"Your daily limit of {limits.images_per_user} new pictures is reached. Pictures already "
-                        "made for this or a similar topic are still shown; the limit renews at midnight UTC.")
+            if actor is not None and not store.charge_user(conn, day, actor, price, limits.images_per_user):
+                raise BudgetExceeded(
+                    f"Your daily limit of {limits.images_per_user} new pictures is reached. Pictures already "
+                    "made for this or a similar topic are still shown; the limit renews at midnight UTC.")
         return day
 
     def release(self, actor: str | None, price: float, day: date, *, conn: Connection | None = None) -> None:
         """Give back a reservation whose picture was never made (in ``conn``'s transaction when
         given, committed by the caller)."""
         with self._transaction(conn) as conn:
-            conn.execute(text("""
-                UPDATE semcache_usage SET images = greatest(images - 1, 0),
-                       spent_usd = greatest(spent_usd - CAST(:price AS numeric), 0)
-                WHERE day = :day AND actor = ANY(CAST(:who AS text[]))"""),
-                         {"day": day, "price": price, "who": [EVERYONE] if actor is None else [EVERYONE, actor]})
+            store.refund(conn, day, [EVERYONE] if actor is None else [EVERYONE, actor], price)
 
     @contextmanager
     def _transaction(self, conn: Connection | None) -> Iterator[Connection]:
         if conn is None:
-            with self.engine.begin() as own:
+            with store.begin(self.engine) as own:
                 yield own
         else:
-            with conn.begin_nested():
+            with store.translated(), conn.begin_nested():
                 yield conn
 
     def usage(self, actor: str | None = None) -> Usage:
         day = today()
-        with self.engine.connect() as conn:
-            rows = dict((row.actor, row) for row in conn.execute(text(
-                "SELECT actor, images, spent_usd FROM semcache_usage WHERE day = :day AND actor = ANY(:who)"),
-                {"day": day, "who": [EVERYONE] if actor is None else [EVERYONE, actor]}))
+        with store.connect(self.engine) as conn:
+            rows = store.usage(conn, day, [EVERYONE] if actor is None else [EVERYONE, actor])
         everyone = rows.get(EVERYONE)
         mine = rows.get(actor) if actor is not None else None
         return Usage(day=day, images=everyone.images if everyone else 0,

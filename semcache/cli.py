@@ -22,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable, Sequence
 
+from semcache.admin import CacheAdmin
 from semcache.cache import SemanticCache
 from semcache.errors import SemcacheError
 from semcache.interfaces import Embedder
@@ -80,6 +81,7 @@ def run(args: argparse.Namespace, build_cache: CacheFactory, build_embedder: Emb
 
 def _run(args: argparse.Namespace, build_cache: CacheFactory, build_embedder: EmbedderFactory) -> int:
     cache = build_cache()
+    admin = CacheAdmin(cache)
     if args.command == "get":
         result = cache.get(args.topic, threshold=args.threshold)
         if args.out:
@@ -99,7 +101,7 @@ def _run(args: argparse.Namespace, build_cache: CacheFactory, build_embedder: Em
             print(f"threshold {result.threshold:.3f}; {steps}")
         return 0
     if args.command == "stats":
-        stats = cache.stats()
+        stats = admin.stats()
         if args.json:
             print(json.dumps({**asdict(stats), "hit_rate": stats.hit_rate}))
         else:
@@ -113,7 +115,7 @@ def _run(args: argparse.Namespace, build_cache: CacheFactory, build_embedder: Em
         print(f"{value:.4f}")
         return 0
     if args.command == "entries":
-        rows = cache.entries(limit=args.limit)
+        rows = admin.entries(limit=args.limit)
         if args.json:
             print(json.dumps([{**asdict(e), "created_at": e.created_at.isoformat(),
                                "last_served_at": e.last_served_at and e.last_served_at.isoformat()}
@@ -123,18 +125,18 @@ def _run(args: argparse.Namespace, build_cache: CacheFactory, build_embedder: Em
                 print(f"{e.key!r:40} served {e.times_served:>4}x  {e.created_at:%Y-%m-%d %H:%M}  {e.detail}")
         return 0
     if args.command == "delete":
-        if cache.delete(args.phrase):
+        if admin.delete(args.phrase):
             print(f"deleted {args.phrase!r}")
             return 0
         print(f"no entry for {args.phrase!r}", file=sys.stderr)
         return 1
     if args.command == "wrong":
-        cache.mark_wrong(args.query, args.served, actor="cli")
+        admin.mark_wrong(args.query, args.served, actor="cli")
         print(f"{args.query!r} will not be served by {args.served!r} again")
         return 0
     if args.command == "reembed":
         embedder = build_embedder(args.model)
-        count = cache.reembed(embedder, progress=lambda done, total: print(
+        count = admin.reembed(embedder, progress=lambda done, total: print(
             f"\r{done}/{total}", end="", file=sys.stderr, flush=True))
         if args.json:
             print(json.dumps({"model": embedder.model, "dimensions": embedder.dimensions, "embedded": count}))

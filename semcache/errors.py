@@ -7,7 +7,9 @@
     ├── GenerationError           the image generator failed or timed out; nothing was stored
     ├── BlobStoreError            the blob store failed to read or write
     │   └── BlobNotFound          a blob key has no object behind it
-    └── BudgetExceeded            a daily limit on new pictures is reached (hits are still served)
+    ├── BudgetExceeded            a daily limit on new pictures is reached (hits are still served)
+    └── StorageError              the cache's database failed: not answering, or refusing a request
+                                  (the database driver's error is its __cause__)
 
 Each message is a sentence a person can act on.
 """
@@ -47,3 +49,10 @@ class BlobNotFound(BlobStoreError):
 
 class BudgetExceeded(SemcacheError):
     pass
+
+
+class StorageError(SemcacheError):
+    unavailable: bool = False
+    """The database did not answer (down, restarting, out of reach), rather than refusing."""
+    connection_lost: bool = False
+    """The database dropped the connection mid-call (a restart): the call may succeed on a new one."""

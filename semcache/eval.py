@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+from sqlalchemy import Engine
 
+from semcache import store
 from semcache.errors import InvalidTopic
 from semcache.interfaces import Embedder
 from semcache.matching import Matcher
@@ -125,14 +127,12 @@ def label_pairs(rows: Sequence[tuple[str, str, float]], *, positive_min: float =
     return out
 
 
-def feedback_pairs(engine) -> list[Pair]:
-    """The recorded verdicts (`SemanticCache.mark_wrong` / `mark_right`): a served entry marked
+def feedback_pairs(engine: Engine) -> list[Pair]:
+    """The recorded verdicts (`CacheAdmin.mark_wrong` / `mark_right`): a served entry marked
     wrong is a negative, one confirmed right a positive."""
-    from sqlalchemy import text
-
-    with engine.connect() as conn:
-        rows = conn.execute(text("SELECT entry_key, query_key, verdict FROM semcache_feedback ORDER BY created_at"))
-        return [Pair(entry, query, 1 if verdict == "right" else 0) for entry, query, verdict in rows]
+    with store.connect(engine) as conn:
+        rows = store.verdicts(conn)
+    return [Pair(entry, query, 1 if verdict == "right" else 0) for entry, query, verdict in rows]
 
 
 # ---------------------------------------------------------------------- the evaluation

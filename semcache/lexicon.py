@@ -41,12 +41,15 @@ _RELATED = frozenset({"&", "+", "^", "\\", "="})
 class Relation(str, Enum):
     SAME = "same"          # one word, another form of it ("dogs", "dog")
     SYNONYM = "synonym"    # they share a meaning ("car", "automobile")
-    KIND = "kind"          # one is a kind of the other ("puppy", "dog")
+    KIND = "kind"          # one is a kind of the other, a few steps apart ("puppy", "animal")
+    DIRECT_KIND = "direct kind"  # one is a kind of the other, one step apart ("villa", "house"; "puppy", "dog")
     RELATED = "related"    # WordNet links them directly (adjective clusters, derivations)
     SIBLING = "sibling"    # two kinds of one thing ("vodka", "gin"), or one adjective cluster
     ANTONYM = "antonym"    # opposites ("hot", "cold")
     DISTINCT = "distinct"  # both known, no link: different things ("cat", "dog")
     UNKNOWN = "unknown"    # at least one is not a WordNet word: the embedding decides
+    ALIGNED = "aligned"    # two phrases of the same words, in another order or form ("paris trip", "trip to paris")
+    CONTRAST = "contrast"  # two phrases that differ in opposites or two kinds of one thing ("summer vacation", "winter vacation")
 
 
 @dataclass(frozen=True)
@@ -76,17 +79,30 @@ class WordNet:
     ``senses``: how many of a word's meanings (most frequent first) count when two words are
     compared; rare meanings ("dog" as a contemptible man) would otherwise make synonyms of words
     nobody confuses. ``depth``: how many "is a kind of" steps apart two words may be.
+
+    ``main_senses``: synonyms count only through the parts of speech a word is mostly used in
+    (by the sense counts of ``cntlist.rev``), and only where both words share one: "mother" and
+    "father" share a rarely used verb ("beget") but are nouns first, and as nouns they are
+    opposites. Two kinds of one thing that inherit an opposition ("boyfriend", a man;
+    "girlfriend", a woman) are opposites too.
     """
 
-    def __init__(self, path: str | Path = DEFAULT_PATH, *, senses: int = 3, depth: int = 3) -> None:
+    def __init__(self, path: str | Path = DEFAULT_PATH, *, senses: int = 3, depth: int = 3,
+                 main_senses: bool = True) -> None:
         self.path = Path(path)
         self.senses = senses
         self.depth = depth
+        self.main_senses = main_senses
+        self._counts: dict[str, dict[str, int]] = {}
         self._index: dict[str, dict[str, tuple[int, ...]]] | None = None
         self._exceptions: dict[str, dict[str, tuple[str, ...]]] = {}
         self._fds: dict[str, int] = {}
         self._lock = threading.Lock()
         self.synset = lru_cache(maxsize=65536)(self._read_synset)
+        # Words recur across phrases ("party" in every party): their verdicts are kept.
+        self.relation = lru_cache(maxsize=65536)(self.relation)  # type: ignore[method-assign]
+        self.one_kind = lru_cache(maxsize=65536)(self.one_kind)  # type: ignore[method-assign]
+        self.main_pos = lru_cache(maxsize=65536)(self.main_pos)  # type: ignore[method-assign]
 
     @property
     def available(self) -> bool:
@@ -122,6 +138,7 @@ class WordNet:
                             exceptions[fields[0]] = tuple(fields[1:])
                 self._exceptions[pos] = exceptions
                 self._fds[pos] = os.open(self.path / f"data.{name}", os.O_RDONLY)
+            self._counts = _sense_counts(self.path / "cntlist.rev")
             self._index = index
 
     # ------------------------------------------------------------------ words
@@ -164,6 +181,19 @@ class WordNet:
             out[pos] = ids
         return out
 
+    def main_pos(self, word: str) -> frozenset[str]:
+        """The parts of speech ``word`` is mostly used in: those with at least half the tagged
+        uses of its most used one ("mother": nouns, not verbs). Every part of speech it has when
+        WordNet counted none of its uses."""
+        forms = self.base_forms(word)
+        counts: dict[str, int] = {}
+        for pos, bases in forms.items():
+            counts[pos] = sum(self._counts.get(base, {}).get(pos, 0) for base in bases)
+        top = max(counts.values(), default=0)
+        if top == 0:
+            return frozenset(forms)
+        return frozenset(pos for pos, count in counts.items() if 2 * count >= top)
+
     def _read_synset(self, pos: str, offset: int) -> Synset:
         line = os.pread(self._fds[pos], 16384, offset).split(b"\n", 1)[0].decode("utf-8")
         fields = line.split(" | ", 1)[0].split()
@@ -202,7 +232,11 @@ class WordNet:
         senses_a, senses_b = self.meanings(a), self.meanings(b)
         flat_a = {sid for ids in senses_a.values() for sid in ids}
         flat_b = {sid for ids in senses_b.values() for sid in ids}
-        if flat_a & flat_b:
+        if self.main_senses:
+            shared = self.main_pos(a) & self.main_pos(b)
+            if {sid for sid in flat_a if sid[0] in shared} & {sid for sid in flat_b if sid[0] in shared}:
+                return Relation.SYNONYM
+        elif flat_a & flat_b:
             return Relation.SYNONYM
         # Opposites, directly or through the head of an adjective cluster ("scorching" ~ "hot" ! "cold").
         heads_a = flat_a | self._neighbourhood(flat_a, frozenset({"&"}))
@@ -210,14 +244,74 @@ class WordNet:
         if self._neighbourhood(heads_a, frozenset({"!"})) & heads_b:
             return Relation.ANTONYM
         if self._ancestors(flat_a) & flat_b or self._ancestors(flat_b) & flat_a:
+            if self.main_senses and (self._parents(flat_a, 1) & flat_b or self._parents(flat_b, 1) & flat_a):
+                return Relation.DIRECT_KIND
             return Relation.KIND
         if self._neighbourhood(flat_a, _RELATED) & flat_b or self._neighbourhood(flat_b, _RELATED) & flat_a:
             return Relation.RELATED
         parents_a = self._neighbourhood(flat_a, _HYPERNYM | {"&"})
         parents_b = self._neighbourhood(flat_b, _HYPERNYM | {"&"})
         if parents_a & parents_b or parents_a & flat_b or parents_b & flat_a:
+            if self.main_senses and self._opposite_kinds(flat_a, flat_b):
+                return Relation.ANTONYM
             return Relation.SIBLING
         return Relation.DISTINCT
+
+    def used(self, word: str) -> bool:
+        """Whether WordNet's sense counts saw ``word`` (any form of it) used at least once."""
+        return any(self._counts.get(base, {}).get(pos, 0) for pos, bases in self.base_forms(word).items()
+                   for base in bases)
+
+    def one_kind(self, a: str, b: str, *, senses: int = 2, depth: int = 2) -> bool:
+        """Two different members of one small kind, which no picture of one shows: two seasons,
+        cities, meals, sports or vehicles. Both words are nouns first, neither is a kind of the
+        other, and one of the ``senses`` most frequent meanings of each has the same parent
+        (within ``depth`` steps, "is a kind of" or "is an instance of") as one of the other's."""
+        if not self.available or "n" not in self.main_pos(a) or "n" not in self.main_pos(b):
+            return False
+        ids_a = set(self.meanings(a, senses).get("n", []))
+        ids_b = set(self.meanings(b, senses).get("n", []))
+        if not ids_a or not ids_b or ids_a & ids_b:
+            return False
+        up_a, up_b = self._parents(ids_a, depth), self._parents(ids_b, depth)
+        if up_a & ids_b or up_b & ids_a:
+            return False
+        return bool(up_a & up_b)
+
+    def _parents(self, ids: Iterable[tuple[str, int]], depth: int) -> set[tuple[str, int]]:
+        seen: set[tuple[str, int]] = set()
+        frontier = list(ids)
+        for _ in range(depth):
+            frontier = [up for sid in frontier for up in self.synset(*sid).linked(_HYPERNYM) if up not in seen]
+            seen.update(frontier)
+        return seen
+
+    def _opposite_kinds(self, a: set[tuple[str, int]], b: set[tuple[str, int]]) -> bool:
+        """Whether one of ``a``'s kinds is the opposite of one of ``b``'s ("man", "woman")."""
+        up_a, up_b = self._ancestors(a), self._ancestors(b)
+        return bool(self._neighbourhood(up_a, frozenset({"!"})) & up_b)
+
+
+def _sense_counts(path: Path) -> dict[str, dict[str, int]]:
+    """How often each word was tagged in each part of speech (``cntlist.rev``: sense key, sense
+    number, count); empty when the file is missing."""
+    counts: dict[str, dict[str, int]] = {}
+    if not path.is_file():
+        return counts
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) != 3 or "%" not in fields[0]:
+                continue
+            lemma, rest = fields[0].split("%", 1)
+            pos = _SENSE_TYPES.get(rest[:1])
+            if pos is not None:
+                per_pos = counts.setdefault(lemma, {})
+                per_pos[pos] = per_pos.get(pos, 0) + int(fields[2])
+    return counts
+
+
+_SENSE_TYPES = {"1": "n", "2": "v", "3": "a", "4": "r", "5": "a"}
 
 
 def _lemma(word: str) -> str:

@@ -1,15 +1,20 @@
 """Whether a cached phrase may answer a topic: the cache's decision, beyond the raw distance.
 
 The embedding distance alone is a weak judge of short topics: all-MiniLM-L6-v2 puts "wife" 0.13
-from "husband" and "hot" 0.48 from "cold", but "house" 0.66 from "villa". The `Matcher` adds two
+from "husband" and "hot" 0.48 from "cold", but "house" 0.66 from "villa". The `Matcher` adds three
 switchable techniques on top of the distance:
 
 - ``lemmas`` (the exact path): a topic and an entry with the same dictionary form ("invoices",
   "invoice"; "mice", "mouse") are one key, served without embedding anything.
 - ``lexicon`` (a second look at the nearest candidates): WordNet's relation between the two
   phrases scales the distance before it is held to the threshold. Opposites are never served;
-  synonyms and "a kind of" pairs count as closer; two things WordNet knows but does not link
+  synonyms and "a kind of" pairs count as closer (one step apart, "villa" and "house", closer
+  still); two things WordNet knows but does not link
   count as a little further. Phrases WordNet does not know are judged by the distance alone.
+- ``phrases`` (with ``lexicon``): two multi-word topics are aligned word by word
+  (`semcache.phrases`): phrases that differ in opposites or in two members of one kind
+  ("summer vacation", "winter vacation") are never served; the same words in another order or
+  form count as synonyms; anything else keeps the phrase's distance.
 
 The cache (`SemanticCache.get`), its preview (`SemanticCache.neighbours`) and the threshold
 evaluation (`semcache.eval`) all decide through one `Matcher`, so what the evaluation reports is
@@ -24,6 +29,11 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from semcache.lexicon import Relation, WordNet
+from semcache.phrases import judge
+
+_PHRASE_JUDGED = frozenset({Relation.UNKNOWN, Relation.SIBLING, Relation.DISTINCT})
+"""What WordNet says of two whole phrases that a word-by-word look may say better: nothing, or
+that they are different things ("cat food", "dog food")."""
 
 EXACT = "exact"
 """The relation of a topic served on the exact path (the same key, or the same dictionary form)."""
@@ -35,6 +45,8 @@ class Weights:
 
     synonym: float = 0.5
     kind: float = 0.7
+    direct_kind: float = 0.5
+    """One step apart: "a villa is a house", "a puppy is a dog"."""
     related: float = 0.7
     sibling: float = 1.0
     distinct_penalty: float = 0.05
@@ -43,18 +55,19 @@ class Weights:
     def score(self, relation: Relation, distance: float) -> float:
         if relation is Relation.SAME:
             return 0.0
-        if relation is Relation.ANTONYM:
+        if relation is Relation.ANTONYM or relation is Relation.CONTRAST:
             return math.inf
         if relation is Relation.DISTINCT:
             return distance + self.distinct_penalty
-        factor = {Relation.SYNONYM: self.synonym, Relation.KIND: self.kind, Relation.RELATED: self.related,
+        factor = {Relation.SYNONYM: self.synonym, Relation.ALIGNED: self.synonym, Relation.KIND: self.kind,
+                  Relation.DIRECT_KIND: self.direct_kind, Relation.RELATED: self.related,
                   Relation.SIBLING: self.sibling}.get(relation, 1.0)
         return distance * factor
 
     @property
     def stretch(self) -> float:
         """How far beyond the threshold (as a multiple) a candidate can still be served."""
-        return 1.0 / min(self.synonym, self.kind, self.related, self.sibling, 1.0)
+        return 1.0 / min(self.synonym, self.kind, self.direct_kind, self.related, self.sibling, 1.0)
 
 
 @dataclass(frozen=True)
@@ -80,13 +93,15 @@ class Matcher:
     """The decision shared by lookups, previews and evaluations. See the module's docstring.
 
     ``wordnet``: the database both techniques read, or None. ``lemmas``: dictionary forms on the
-    exact path. ``lexicon``: the second look at candidates. Without the WordNet files the matcher
+    exact path. ``lexicon``: the second look at candidates. ``phrases``: the second look word by
+    word for multi-word topics (needs ``lexicon``). Without the WordNet files the matcher
     decides by distance alone and says so in `describe`.
     """
 
     wordnet: WordNet | None = None
     lemmas: bool = True
     lexicon: bool = True
+    phrases: bool = True
     weights: Weights = field(default_factory=Weights)
     cache_size: int = 50_000
 
@@ -101,11 +116,15 @@ class Matcher:
     @classmethod
     def plain(cls) -> "Matcher":
         """Distance alone: no dictionary forms, no second look."""
-        return cls(wordnet=None, lemmas=False, lexicon=False)
+        return cls(wordnet=None, lemmas=False, lexicon=False, phrases=False)
 
     @property
     def uses_lexicon(self) -> bool:
         return self.lexicon and self.wordnet is not None
+
+    @property
+    def uses_phrases(self) -> bool:
+        return self.phrases and self.uses_lexicon
 
     @property
     def uses_lemmas(self) -> bool:
@@ -138,6 +157,8 @@ class Matcher:
                 self._relations.move_to_end(pair)
                 return found
         found = self.wordnet.relation(query_key, entry_key)  # type: ignore[union-attr]
+        if self.phrases and found in _PHRASE_JUDGED:
+            found = judge(query_key, entry_key, self.wordnet) or found
         with self._lock:
             self._relations[pair] = found
             if len(self._relations) > self.cache_size:

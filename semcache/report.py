@@ -1,8 +1,9 @@
 """The figures the settings page and the savings dashboard show, computed in SQL over
-`semcache_events` (one row per lookup). Each function takes an Engine and returns typed rows.
+`semcache_events` (one row per lookup; the statements are in `semcache.store`). Each function
+takes an Engine and returns typed rows.
 
 A *hit* is an exact or semantic lookup; the hit rate is hits over lookups that were answered
-(errors are counted apart, as `SemanticCache.stats` does).
+(errors are counted apart, as `CacheAdmin.stats` does).
 """
 
 from __future__ import annotations
@@ -12,18 +13,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Iterable, Literal, Sequence
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 from sqlalchemy.exc import InterfaceError, OperationalError
 
+from semcache import store
 from semcache.errors import BlobStoreError, SemcacheError
+from semcache.store import STEPS
 
 KINDS = ("exact", "semantic", "generated", "error")
-STEPS = ("total", "embed", "search", "generate", "blob")
 Unit = Literal["lookup", "minute", "hour", "day"]
 
 SERVICE_ERRORS = (SemcacheError, OperationalError, InterfaceError)
 """What a caller catches around a call to the cache: a service (database, blob store, model) is
-not answering."""
+not answering. The cache raises `StorageError` for its database; the driver's own errors are
+for an application's engine, which it may build in the same call."""
 
 
 # ---------------------------------------------------------------------- totals
@@ -58,20 +61,9 @@ class Totals:
         return self.spent_usd + self.saved_usd
 
 
-_TOTALS_SQL = text("""
-    SELECT (SELECT count(*) FROM semcache_entries) AS entries,
-           count(*) AS lookups,
-           count(*) FILTER (WHERE kind = 'exact') AS exact_hits,
-           count(*) FILTER (WHERE kind = 'semantic') AS semantic_hits,
-           count(*) FILTER (WHERE kind = 'generated') AS generations,
-           count(*) FILTER (WHERE kind = 'error') AS errors,
-           COALESCE(sum(cost_spent_usd), 0) AS spent, COALESCE(sum(cost_saved_usd), 0) AS saved
-    FROM semcache_events""")
-
-
 def totals(engine: Engine) -> Totals:
-    with engine.connect() as conn:
-        row = conn.execute(_TOTALS_SQL).one()
+    with store.connect(engine) as conn:
+        row = store.totals(conn)
     return Totals(lookups=row.lookups, exact_hits=row.exact_hits, semantic_hits=row.semantic_hits,
                   generations=row.generations, errors=row.errors, spent_usd=float(row.spent),
                   saved_usd=float(row.saved), entries=row.entries)
@@ -99,22 +91,10 @@ class PathLatency:
     blob: StepLatency
 
 
-def _percentiles(column: str) -> str:
-    return (f"percentile_cont(0.5) WITHIN GROUP (ORDER BY {column}_ms) AS {column}_p50, "
-            f"percentile_cont(0.95) WITHIN GROUP (ORDER BY {column}_ms) AS {column}_p95")
-
-
-_LATENCY_SQL = text(f"""
-    SELECT kind, count(*) AS lookups, {', '.join(_percentiles(step) for step in STEPS)}
-    FROM semcache_events
-    GROUP BY kind
-    ORDER BY array_position(ARRAY['exact', 'semantic', 'generated', 'error']::text[], kind::text)""")
-
-
 def latency_by_path(engine: Engine) -> list[PathLatency]:
     """p50 and p95 of the whole lookup and of each step, per path (exact, semantic, generated, error)."""
-    with engine.connect() as conn:
-        rows = conn.execute(_LATENCY_SQL).all()
+    with store.connect(engine) as conn:
+        rows = store.latency(conn)
     out = []
     for row in rows:
         m = row._mapping
@@ -161,48 +141,18 @@ def choose_unit(seconds: float) -> Unit:
     return "lookup"
 
 
-_SPAN_SQL = text("SELECT min(at) AS first, max(at) AS last, count(*) AS n FROM semcache_events")
-
-_BUCKETS = """
-    SELECT bucket, min(at) AS first_at, max(at) AS last_at, count(*) AS lookups,
-           count(*) FILTER (WHERE kind IN ('exact', 'semantic')) AS hits,
-           count(*) FILTER (WHERE kind <> 'error') AS answered,
-           sum(cost_saved_usd) AS saved, sum(cost_spent_usd) AS spent
-    FROM numbered GROUP BY bucket"""
-_TIMELINE_SQL = {
-    unit: text(f"""
-        WITH numbered AS (
-            SELECT {bucket} AS bucket, at, kind, cost_saved_usd, cost_spent_usd
-            FROM semcache_events
-        ), buckets AS ({_BUCKETS})
-        SELECT {'first_at' if unit != 'lookup' else 'last_at'} AS at, lookups, hits, answered,
-               sum(lookups) OVER w AS lookup_number,
-               sum(hits) OVER w AS cum_hits, sum(answered) OVER w AS cum_answered,
-               sum(saved) OVER w AS cum_saved, sum(spent) OVER w AS cum_spent
-        FROM buckets
-        WINDOW w AS (ORDER BY bucket)
-        ORDER BY bucket""")
-    for unit, bucket in {
-        "lookup": "(row_number() OVER (ORDER BY id) - 1) / :size",
-        "minute": "date_trunc('minute', at)",
-        "hour": "date_trunc('hour', at)",
-        "day": "date_trunc('day', at)",
-    }.items()
-}
-
-
 def timeline(engine: Engine, *, unit: Unit | None = None, max_points: int = 120) -> Timeline:
     """Hit rate per bucket and cumulative hit rate, savings and spending, oldest bucket first.
     Without ``unit``, the span of the events chooses it (`choose_unit`); by lookup number,
     lookups are grouped so that at most ``max_points`` points come back."""
-    with engine.connect() as conn:
-        span = conn.execute(_SPAN_SQL).one()
+    with store.connect(engine) as conn:
+        span = store.span(conn)
         if not span.n:
             return Timeline(unit=unit or "lookup", points=[])
         if unit is None:
             unit = choose_unit((span.last - span.first).total_seconds())
         size = max(1, -(-span.n // max_points))
-        rows = conn.execute(_TIMELINE_SQL[unit], {"size": size}).all()
+        rows = store.timeline(conn, unit, size)
     return Timeline(unit=unit, points=[
         Point(at=row.at, lookup_number=int(row.lookup_number), lookups=row.lookups, hits=row.hits,
               answered=row.answered, hit_rate=row.hits / row.answered if row.answered else 0.0,
@@ -225,18 +175,6 @@ class DistanceBin:
         return f"{self.low:.2f}–{self.high:.2f}"
 
 
-_HISTOGRAM_SQL = text("""
-    WITH hits AS (
-        SELECT floor(COALESCE(score, distance) / :width)::int AS bin FROM semcache_events
-        WHERE kind = 'semantic' AND COALESCE(score, distance) IS NOT NULL
-    ), bins AS (
-        SELECT generate_series(0, GREATEST(max(bin), CAST(:min_bins AS int) - 1)) AS bin FROM hits
-    )
-    SELECT bins.bin, count(hits.bin) AS hits
-    FROM bins LEFT JOIN hits ON hits.bin = bins.bin
-    GROUP BY bins.bin ORDER BY bins.bin""")
-
-
 def distance_histogram(engine: Engine, *, width: float = 0.025, up_to: float | None = None) -> list[DistanceBin]:
     """How far semantic hits were from the phrase that answered them, as the threshold saw it
     (the distance after WordNet's second look scaled it), in bins of ``width`` from 0 up to the
@@ -244,8 +182,8 @@ def distance_histogram(engine: Engine, *, width: float = 0.025, up_to: float | N
     if width <= 0:
         raise ValueError("The bin width must be positive.")
     min_bins = int(-(-(up_to or 0) // width))
-    with engine.connect() as conn:
-        rows = conn.execute(_HISTOGRAM_SQL, {"width": width, "min_bins": min_bins}).all()
+    with store.connect(engine) as conn:
+        rows = store.histogram(conn, width, min_bins)
     if not any(row.hits for row in rows):
         return []
     return [DistanceBin(low=round(row.bin * width, 6), high=round((row.bin + 1) * width, 6), hits=row.hits)
@@ -273,20 +211,10 @@ class Lookup:
     """Whether a product owner has since marked ``served_key`` wrong for this query."""
 
 
-_LOOKUPS_SQL = text("""
-    SELECT v.id, v.at, v.query, v.key, v.kind, v.served_key, v.distance, v.threshold, v.total_ms,
-           v.cost_spent_usd, v.cost_saved_usd, v.error,
-           EXISTS (SELECT 1 FROM semcache_feedback f WHERE f.query_key = v.key AND f.entry_key = v.served_key
-                   AND f.verdict = 'wrong') AS banned
-    FROM semcache_events v
-    WHERE CAST(:kinds AS text[]) IS NULL OR v.kind = ANY(CAST(:kinds AS text[]))
-    ORDER BY v.id DESC LIMIT :limit""")
-
-
 def recent_lookups(engine: Engine, *, limit: int = 50, kinds: Sequence[str] | None = None) -> list[Lookup]:
     """The latest lookups, newest first; ``kinds`` keeps only those paths (e.g. ``["semantic"]``)."""
-    with engine.connect() as conn:
-        rows = conn.execute(_LOOKUPS_SQL, {"limit": limit, "kinds": list(kinds) if kinds else None}).all()
+    with store.connect(engine) as conn:
+        rows = store.lookups(conn, limit, kinds)
     return [Lookup(id=row.id, at=row.at, query=row.query, key=row.key, kind=row.kind, served_key=row.served_key,
                    distance=row.distance, threshold=row.threshold, total_ms=row.total_ms,
                    spent_usd=float(row.cost_spent_usd), saved_usd=float(row.cost_saved_usd), error=row.error,
@@ -308,13 +236,12 @@ class ThresholdSetting:
 
 def threshold_setting(engine: Engine, default: float) -> ThresholdSetting:
     """The stored threshold with when and by whom it was last set; ``default`` when never set."""
-    with engine.connect() as conn:
-        row = conn.execute(text("SELECT value, updated_at, updated_by FROM semcache_settings "
-                                "WHERE name = 'threshold'")).one_or_none()
+    with store.connect(engine) as conn:
+        row = store.stored_threshold(conn)
     if row is None:
         return ThresholdSetting(value=default, stored=False, updated_at=None, updated_by=None)
-    return ThresholdSetting(value=float(row.value), stored=True, updated_at=row.updated_at,
-                            updated_by=row.updated_by)
+    return ThresholdSetting(value=store.threshold_value(row.value, default), stored=True,
+                            updated_at=row.updated_at, updated_by=row.updated_by)
 
 
 # ---------------------------------------------------------------------- pictures
@@ -334,7 +261,7 @@ class Thumbnails:
 
 
 def thumbnails(read: Callable[[str], bytes], blob_keys: Iterable[str]) -> Thumbnails:
-    """Read each distinct blob with ``read`` (e.g. `SemanticCache.image`); one unreadable image
+    """Read each distinct blob with ``read`` (e.g. `CacheAdmin.image`); one unreadable image
     does not stop the others."""
     urls, failures = {}, {}
     for key in dict.fromkeys(blob_keys):

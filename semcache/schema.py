@@ -1,19 +1,40 @@
-"""The cache's tables. The application's migrations create them; `metadata` mirrors them.
+"""The cache's tables, and the migrations that make them: the cache owns its schema.
 
-Vectors of every embedding model live in one table, in an untyped `vector` column. Each
-embedding space (model + dimensions) gets its own partial HNSW index over an expression that
-casts to the space's fixed type, `vector(n)` or, above 2,000 dimensions, `halfvec(n)`; queries
-repeat that expression and the space's predicate so the planner picks the index.
+    from semcache.schema import upgrade
+    upgrade(engine)          # before the first SemanticCache on a database; cheap when up to date
+
+`upgrade` runs the numbered steps of `MIGRATIONS` that the database has not had yet, each
+recorded in `semcache_migrations` (version, name, when, whether it was adopted), all in the
+caller's transaction (or one of its own, given an engine) under a PostgreSQL advisory lock, so
+processes starting together apply each step once and the others find it done. Running it again
+changes nothing. A step, once released, never changes: a new schema is a new step.
+
+A database whose cache tables were made before the cache kept this record (by an application's
+own migrations that created the same tables) is adopted: on the first run the leading steps
+whose tables are already there are recorded as adopted, nothing is recreated, and only the
+steps after them run. `upgrade(bind, to=N)` stops at step N, so an application's historic
+migrations can hand the cache's part of each revision to the step it matches.
+
+`metadata` mirrors what the steps make, for schema checks. Vectors of every embedding model live
+in one table, in an untyped `vector` column. Each embedding space (model + dimensions) gets its
+own partial HNSW index, made at run time when the cache meets the space (not by a step), over an
+expression that casts to the space's fixed type, `vector(n)` or, above 2,000 dimensions,
+`halfvec(n)`; queries repeat that expression and the space's predicate so the planner picks the
+index.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
-    BigInteger, Boolean, CheckConstraint, Column, Date, DateTime, Float, ForeignKey, Index, Integer, MetaData,
-    Numeric, String, Table, Text, UniqueConstraint, func, text,
+    BigInteger, Boolean, CheckConstraint, Column, Connection, Date, DateTime, Engine, Float, ForeignKey, Index, Integer,
+    MetaData, Numeric, String, Table, Text, UniqueConstraint, func, text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+
+from semcache.errors import SemcacheError
 
 metadata = MetaData()
 
@@ -132,3 +153,206 @@ pending = Table(
 it (``owner``, a token of that lookup) until ``lease_until``, which its process renews while
 the generator runs. A row whose lease ran out belongs to a process that died: anyone may take
 it over."""
+
+migrations = Table(
+    "semcache_migrations", metadata,
+    Column("version", Integer, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("adopted", Boolean, nullable=False, server_default=text("false")),
+    Column("applied_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+"""The steps of `MIGRATIONS` this database has had; ``adopted`` when its tables were there
+already (made by an application's migrations before the cache kept this record)."""
+
+
+# ---------------------------------------------------------------------------- migrations
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+    present: str
+    """A query answering whether this step's tables are already there, for adopting a database
+    that has them but no record."""
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial", (
+        "CREATE EXTENSION IF NOT EXISTS vector",
+        """
+        CREATE TABLE semcache_settings (
+            name varchar(64) PRIMARY KEY,
+            value jsonb NOT NULL,
+            updated_at timestamptz NOT NULL DEFAULT now(),
+            updated_by text
+        )""",
+        """
+        CREATE TABLE semcache_spaces (
+            id serial PRIMARY KEY,
+            model text NOT NULL,
+            dimensions integer NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            CONSTRAINT semcache_spaces_model_dimensions_key UNIQUE (model, dimensions),
+            CONSTRAINT semcache_spaces_dimensions_check CHECK (dimensions > 0 AND dimensions <= 16000)
+        )""",
+        """
+        CREATE TABLE semcache_entries (
+            id bigserial PRIMARY KEY,
+            key text NOT NULL UNIQUE,
+            phrase text NOT NULL,
+            blob_key text NOT NULL,
+            content_type text NOT NULL DEFAULT 'image/png',
+            size_bytes integer NOT NULL,
+            generator text NOT NULL,
+            detail text NOT NULL DEFAULT '',
+            cost_usd numeric(12, 6) NOT NULL,
+            created_at timestamptz NOT NULL DEFAULT now()
+        )""",
+        "CREATE INDEX semcache_entries_created_at_idx ON semcache_entries (created_at)",
+        "CREATE INDEX semcache_entries_blob_key_idx ON semcache_entries (blob_key)",
+        """
+        CREATE TABLE semcache_embeddings (
+            space_id integer NOT NULL REFERENCES semcache_spaces (id) ON DELETE CASCADE,
+            key text NOT NULL,
+            embedding vector NOT NULL,
+            entry_id bigint REFERENCES semcache_entries (id) ON DELETE SET NULL,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (space_id, key)
+        )""",
+        "CREATE INDEX semcache_embeddings_entry_id_idx ON semcache_embeddings (entry_id)",
+        """
+        CREATE TABLE semcache_feedback (
+            query_key text NOT NULL,
+            entry_key text NOT NULL,
+            verdict varchar(8) NOT NULL,
+            distance double precision,
+            note text NOT NULL DEFAULT '',
+            actor text NOT NULL DEFAULT '',
+            created_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (query_key, entry_key),
+            CONSTRAINT semcache_feedback_verdict_check CHECK (verdict IN ('wrong', 'right'))
+        )""",
+        """
+        CREATE TABLE semcache_events (
+            id bigserial PRIMARY KEY,
+            at timestamptz NOT NULL DEFAULT now(),
+            query text NOT NULL,
+            key text NOT NULL,
+            kind varchar(16) NOT NULL,
+            entry_id bigint REFERENCES semcache_entries (id) ON DELETE SET NULL,
+            served_key text,
+            distance double precision,
+            threshold double precision,
+            space_id integer REFERENCES semcache_spaces (id) ON DELETE SET NULL,
+            embedded boolean NOT NULL DEFAULT false,
+            embed_ms double precision,
+            search_ms double precision,
+            generate_ms double precision,
+            blob_ms double precision,
+            total_ms double precision,
+            cost_spent_usd numeric(12, 6) NOT NULL DEFAULT 0,
+            cost_saved_usd numeric(12, 6) NOT NULL DEFAULT 0,
+            error text,
+            CONSTRAINT semcache_events_kind_check CHECK (kind IN ('exact', 'semantic', 'generated', 'error'))
+        )""",
+        "CREATE INDEX semcache_events_at_idx ON semcache_events (at)",
+        "CREATE INDEX semcache_events_entry_id_idx ON semcache_events (entry_id)",
+    ), present="SELECT to_regclass('semcache_entries') IS NOT NULL"),
+    Migration(2, "matching", (
+        "ALTER TABLE semcache_entries ADD COLUMN canon text",
+        "UPDATE semcache_entries SET canon = key",
+        "CREATE INDEX semcache_entries_canon_idx ON semcache_entries (canon)",
+        "ALTER TABLE semcache_events ADD COLUMN relation varchar(16)",
+        "ALTER TABLE semcache_events ADD COLUMN score double precision",
+    ), present="SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('semcache_entries') "
+               "AND attname = 'canon' AND NOT attisdropped)"),
+    Migration(3, "usage", (
+        """
+        CREATE TABLE semcache_usage (
+            day date NOT NULL,
+            actor text NOT NULL,
+            images integer NOT NULL DEFAULT 0,
+            spent_usd numeric(12, 6) NOT NULL DEFAULT 0,
+            PRIMARY KEY (day, actor)
+        )""",
+    ), present="SELECT to_regclass('semcache_usage') IS NOT NULL"),
+    Migration(4, "pending", (
+        """
+        CREATE TABLE semcache_pending (
+            canon text PRIMARY KEY,
+            key text NOT NULL,
+            owner text NOT NULL,
+            claimed_at timestamptz NOT NULL DEFAULT now(),
+            lease_until timestamptz NOT NULL
+        )""",
+    ), present="SELECT to_regclass('semcache_pending') IS NOT NULL"),
+)
+"""The cache's schema, step by step: 1 the tables of lookups, entries, embeddings, feedback and
+events; 2 each entry's dictionary form and each event's relation and score; 3 the daily spending
+(the cost guard); 4 the keys being generated, with their leases (single-flight)."""
+
+LOCK_ID = 0x73656D63  # "semc": one upgrade at a time per database
+
+_RECORD = """
+    CREATE TABLE semcache_migrations (
+        version integer PRIMARY KEY,
+        name text NOT NULL,
+        adopted boolean NOT NULL DEFAULT false,
+        applied_at timestamptz NOT NULL DEFAULT now()
+    )"""
+
+
+def upgrade(bind: Engine | Connection, *, to: int | None = None) -> list[int]:
+    """Bring the database's cache tables to step ``to`` (the newest when None) and return the
+    versions run now (adopted ones are recorded, not run). Given a connection in a transaction,
+    it runs in that transaction and the caller commits."""
+    newest = MIGRATIONS[-1].version
+    target = newest if to is None else to
+    if not 1 <= target <= newest:
+        raise ValueError(f"semcache has schema steps 1 to {newest}, not {to}.")
+    if isinstance(bind, Engine):
+        with bind.begin() as connection:
+            return _upgrade(connection, target)
+    if bind.in_transaction():
+        return _upgrade(bind, target)
+    with bind.begin():
+        return _upgrade(bind, target)
+
+
+def _upgrade(connection: Connection, target: int) -> list[int]:
+    connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": LOCK_ID})
+    if connection.execute(text("SELECT to_regclass('semcache_migrations')")).scalar() is None:
+        connection.exec_driver_sql(_RECORD)
+    done = set(connection.execute(text("SELECT version FROM semcache_migrations")).scalars())
+    if not done:
+        done = _adopt(connection)
+    ran = []
+    for step in MIGRATIONS:
+        if step.version > target or step.version in done:
+            continue
+        for statement in step.statements:
+            connection.exec_driver_sql(statement)
+        _record(connection, step, adopted=False)
+        ran.append(step.version)
+    return ran
+
+
+def _adopt(connection: Connection) -> set[int]:
+    """Record, as adopted, the leading steps whose tables a database without a record has."""
+    present = [bool(connection.exec_driver_sql(step.present).scalar()) for step in MIGRATIONS]
+    leading = present.index(False) if False in present else len(present)
+    if any(present[leading:]):
+        later = MIGRATIONS[leading + present[leading:].index(True)]
+        raise SemcacheError(
+            f"The cache's tables are in a state no version of semcache made: step {later.version} "
+            f"({later.name}) is there without step {MIGRATIONS[leading].version} "
+            f"({MIGRATIONS[leading].name}). Repair or drop the semcache_* tables, then start again.")
+    for step in MIGRATIONS[:leading]:
+        _record(connection, step, adopted=True)
+    return {step.version for step in MIGRATIONS[:leading]}
+
+
+def _record(connection: Connection, step: Migration, *, adopted: bool) -> None:
+    connection.execute(text("INSERT INTO semcache_migrations (version, name, adopted) VALUES (:v, :n, :a)"),
+                       {"v": step.version, "n": step.name, "a": adopted})

@@ -328,3 +328,15 @@ def open_page(settings_env):
         return app
 
     return run
+
+
+@pytest.fixture(scope="session")
+def wordnet():
+    """Debian's WordNet, loaded once, with the sense counts the matcher reads."""
+    from semcache.lexicon import WordNet
+
+    found = WordNet()
+    require(found.available, "WordNet is not installed (Debian package wordnet-base)")
+    found.load()
+    require((found.path / "cntlist.rev").is_file(), "WordNet's sense counts (cntlist.rev) are missing")
+    return found

@@ -21,7 +21,7 @@ from sqlalchemy import event, text
 from db.engine import create_db_engine
 from helpers import Counting
 from semcache import (
-    BlobStoreError, GenerationError, InvalidThreshold, InvalidTopic, SemanticCache,
+    BlobStoreError, CacheAdmin, GenerationError, InvalidThreshold, InvalidTopic, SemanticCache,
 )
 from semcache.blobstores import LocalBlobStore, S3BlobStore
 from semcache.interfaces import GeneratedImage
@@ -115,11 +115,12 @@ def test_every_lookup_is_an_event_and_stats_add_up(cache):
     assert [k.kind for k in kinds] == ["generated", "exact", "semantic", "generated"]
     assert [k.served_key for k in kinds] == ["dog", "dog", "dog", "rocket"]
     assert all(k.total_ms > 0 for k in kinds)
-    stats = cache.stats()
+    admin = CacheAdmin(cache)
+    stats = admin.stats()
     assert (stats.entries, stats.lookups, stats.exact_hits, stats.semantic_hits, stats.generations) == (2, 4, 1, 1, 2)
     assert stats.spent_usd == pytest.approx(0.08) and stats.saved_usd == pytest.approx(0.08)
     assert stats.hit_rate == pytest.approx(0.5)
-    assert {e.key: e.times_served for e in cache.entries()} == {"dog": 2, "rocket": 0}
+    assert {e.key: e.times_served for e in admin.entries()} == {"dog": 2, "rocket": 0}
 
 
 # ---------------------------------------------------------------------------- the threshold
@@ -134,7 +135,7 @@ def test_threshold_boundary_is_inclusive(cache):
     cache.get("dog")
     distance = cache.neighbours("puppy", k=1)[0].distance
     assert cache.get("puppy", threshold=distance).kind == "semantic"
-    cache.delete("puppy")
+    CacheAdmin(cache).delete("puppy")
     below = math.nextafter(distance, 0) - 1e-6
     assert cache.get("puppy", threshold=below).kind == "generated"
 
@@ -327,13 +328,14 @@ def test_missing_blob_is_regenerated_not_an_error(cache, blobs, generator):
 def test_wrong_match_feedback_bans_the_pair(cache, generator):
     cache.get("dog")
     assert cache.get("puppy").served_key == "dog"
-    cache.mark_wrong("Puppy", "dog", distance=0.3, actor="owner", note="wants a puppy picture")
+    admin = CacheAdmin(cache)
+    admin.mark_wrong("Puppy", "dog", distance=0.3, actor="owner", note="wants a puppy picture")
     result = cache.get("puppy")
     assert result.kind == "generated" and result.served_key == "puppy"
     assert cache.get("puppy").kind == "exact"
     preview = {n.key: n for n in cache.neighbours("puppy", k=2)}
     assert preview["dog"].banned and not preview["dog"].would_serve
-    (row,) = cache.feedback()
+    (row,) = admin.feedback()
     assert (row.query_key, row.entry_key, row.verdict, row.actor) == ("puppy", "dog", "wrong", "owner")
     assert cache.get("doggy").served_key in {"dog", "puppy"}, "the ban is for that pair only"
 
@@ -352,9 +354,10 @@ def test_neighbours_preview_says_which_would_be_served(cache):
 
 def test_delete_removes_entry_and_unshared_blob(cache, blobs):
     dog = cache.get("dog")
-    assert cache.entry("DOG").times_served == 0
-    assert cache.delete("dog") and not cache.delete("dog")
-    assert cache.entry("dog") is None and not blobs.exists(dog.blob_key)
+    admin = CacheAdmin(cache)
+    assert admin.entry("DOG").times_served == 0
+    assert admin.delete("dog") and not admin.delete("dog")
+    assert admin.entry("dog") is None and not blobs.exists(dog.blob_key)
 
 
 def test_max_entries_evicts_least_recently_served(db, embedder, generator, blobs):
@@ -363,7 +366,7 @@ def test_max_entries_evicts_least_recently_served(db, embedder, generator, blobs
     cache.get("rocket")
     cache.get("dog")  # dog is now more recently served than rocket
     cache.get("pizza")
-    assert sorted(e.key for e in cache.entries()) == ["dog", "pizza"]
+    assert sorted(e.key for e in CacheAdmin(cache).entries()) == ["dog", "pizza"]
 
 
 def test_max_age_regenerates_stale_entries(db, embedder, generator, blobs):
@@ -373,7 +376,7 @@ def test_max_age_regenerates_stale_entries(db, embedder, generator, blobs):
         conn.execute(text("UPDATE semcache_entries SET created_at = now() - interval '2 hours'"))
     assert cache.get("dog").kind == "generated"
     assert count(db, "SELECT count(*) FROM semcache_entries") == 1
-    assert cache.evict() == 0
+    assert CacheAdmin(cache).evict() == 0
 
 
 # ---------------------------------------------------------------------------- models and spaces
@@ -395,9 +398,9 @@ def test_model_switch_keeps_spaces_apart_and_reembed_fills_the_new_one(db, embed
     assert remote.get("puppy").kind == "generated", "the local model's vectors are not searched"
 
     fake_openai.clear_requests()
-    assert remote.reembed(remote_embedder) == 2  # dog and rocket; puppy was made in this space
+    assert CacheAdmin(remote).reembed(remote_embedder) == 2  # dog and rocket; puppy was made in this space
     assert sorted(fake_openai.embedded_texts()) == ["dog", "rocket"]
-    local.delete("puppy")
+    CacheAdmin(local).delete("puppy")
     fake_openai.clear_requests()
     result = remote.get("puppy")
     assert result.kind == "semantic" and result.served_key == "dog"
@@ -406,7 +409,7 @@ def test_model_switch_keeps_spaces_apart_and_reembed_fills_the_new_one(db, embed
         per_space = dict(conn.execute(text("SELECT space_id, count(entry_id) FROM semcache_embeddings "
                                            "GROUP BY space_id")).all())
     assert per_space == {local.space().id: 2, remote.space().id: 2}
-    assert remote.reembed(remote_embedder) == 0
+    assert CacheAdmin(remote).reembed(remote_embedder) == 0
 
 
 def unit(values):

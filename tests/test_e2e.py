@@ -175,3 +175,101 @@ def test_a_bookmarked_page_opens_inside_the_app(app_url, browser_page):
     nav = page.locator("[data-testid='stSidebarNav']")
     nav.get_by_text("Settings", exact=True).wait_for()
     assert "cache settings" not in nav.inner_text() and "import mail" not in nav.inner_text()
+
+
+def test_the_url_keeps_the_search_through_reload_and_history(app_url, browser_page, db, local_embedder):
+    """A link with ?q= searches; each search is a step in the browser's history; a reload keeps
+    the search and its page; turning the page brings the first result into view."""
+    from mail.store import import_messages
+    from helpers import mail, raw
+
+    messages = [mail(f"Invoice {n:02d}", f"Invoice {n:02d} for the roof repair, due in 30 days.") for n in range(45)]
+    messages += [mail("Dog walking rota", "Who walks the dog on Sunday?")]
+    import_messages(db, OWNER, raw(messages), embedder=local_embedder)
+    page = browser_page
+    box = page.get_by_placeholder(re.compile("dog · invoices"))
+    first_subject = page.locator(".st-key-results strong").first
+
+    page.goto(f"{app_url}/?q=invoice")
+    page.get_by_text("Page 1 of 3").first.wait_for()
+    assert box.input_value() == "invoice"
+
+    search_for(page, "dog walking")
+    page.wait_for_url(re.compile(r"\?q=dog\+walking$"))
+    page.get_by_text("Dog walking rota").first.wait_for()
+
+    page.go_back()
+    page.wait_for_url(re.compile(r"\?q=invoice$"))
+    page.get_by_text("Page 1 of 3").first.wait_for()
+    page.wait_for_function("() => document.querySelector('input[placeholder*=\"dog\"]').value === 'invoice'")
+    page.go_forward()
+    page.wait_for_url(re.compile(r"\?q=dog\+walking$"))
+    page.wait_for_function("() => document.querySelector('input[placeholder*=\"dog\"]').value === 'dog walking'")
+
+    page.go_back()
+    page.get_by_text("Page 1 of 3").first.wait_for()
+    page.mouse.wheel(0, 5000)  # the lower pager
+    page.get_by_role("button", name="Next →").last.click()
+    page.wait_for_url(re.compile(r"\?q=invoice&page=2$"))
+    page.get_by_text("Page 2 of 3").first.wait_for()
+    page.wait_for_timeout(500)
+    top = first_subject.evaluate("e => e.getBoundingClientRect().top")
+    assert 0 <= top < 1000, f"the first result of the new page is in view (top at {top}px)"
+    on_page_2 = first_subject.inner_text()
+    shot(page, "14-page-two-from-the-url")
+
+    page.reload()
+    page.get_by_text("Page 2 of 3").first.wait_for()
+    assert box.input_value() == "invoice" and first_subject.inner_text() == on_page_2
+
+
+def test_search_on_a_phone(app_url, db, local_embedder):
+    """At 390 x 844: the picture above the results, each pager one row."""
+    from playwright.sync_api import sync_playwright
+
+    from helpers import CHROMIUM, CHROMIUM_ARGS, mail, raw
+    from mail.store import import_messages
+
+    import_messages(db, OWNER, raw([mail(f"Garden {n}", f"Note {n} about the garden.") for n in range(25)]),
+                    embedder=local_embedder)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+        page.set_default_timeout(120_000)
+        page.goto(app_url)
+        search_for(page, "garden")
+        image_caption(page).filter(has_text="Generated").wait_for()
+        shot(page, "15-phone-search")
+        picture = page.locator(".st-key-picture img").bounding_box()
+        first = page.locator(".st-key-results strong").first.bounding_box()
+        assert picture["y"] + picture["height"] <= first["y"], "the picture comes before the results"
+        assert picture["width"] <= 96
+        for where in ("top", "bottom"):
+            previous = page.locator(f".st-key-pager-{where}").get_by_role("button", name="← Previous").bounding_box()
+            following = page.locator(f".st-key-pager-{where}").get_by_role("button", name="Next →").bounding_box()
+            assert abs(previous["y"] - following["y"]) < 4 and following["x"] > previous["x"] + previous["width"]
+        browser.close()
+
+
+def test_the_menu_folds_away_on_a_phone_once_a_page_is_chosen(app_url):
+    """At 390 px the menu covers the page: choosing a page from it folds it away."""
+    from playwright.sync_api import sync_playwright
+
+    from helpers import CHROMIUM, CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+        page.set_default_timeout(120_000)
+        page.goto(app_url)
+        page.get_by_text("There is no mail here yet").wait_for()
+        menu = page.locator("[data-testid='stSidebar']")
+        page.locator("[data-testid='stExpandSidebarButton']").click()
+        page.wait_for_function("() => document.querySelector('[data-testid=\"stSidebar\"]')"
+                               ".getBoundingClientRect().right > 200")
+        menu.locator("[data-testid='stSidebarNav']").get_by_text("Import", exact=True).click()
+        page.get_by_role("heading", name="Import").first.wait_for()
+        page.wait_for_function("() => document.querySelector('[data-testid=\"stSidebar\"]')"
+                               ".getBoundingClientRect().right <= 0")
+        shot(page, "16-phone-menu-folded")
+        browser.close()

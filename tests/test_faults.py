@@ -27,9 +27,11 @@ from streamlit.testing.v1 import AppTest
 from conftest import CACHE_TABLES, MAIL_TABLES, picture_shown, require
 from mail.search import search
 from mail.store import import_messages
+from mail.types import StorageError
 from semcache import SemanticCache
+from semcache import StorageError as CacheStorageError
 from semcache.blobstores import LocalBlobStore
-from semcache.cache import _LOCK_CLASS
+from semcache.store import SPACE_LOCK_CLASS
 from helpers import LABELLED, raw
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +49,7 @@ def count(engine: Engine, sql: str, **params) -> int:
 def advisory_locks(engine: Engine) -> int:
     """Advisory locks of the cache held (or waited for) by any session."""
     return count(engine, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = CAST(:c AS oid)",
-                 c=_LOCK_CLASS)
+                 c=SPACE_LOCK_CLASS)
 
 
 def live_claims(engine: Engine) -> int:
@@ -163,10 +165,12 @@ def test_the_cache_and_mail_search_work_again_after_a_database_restart(own_pg, o
 
     own_pg.stop()
     began = time.monotonic()
-    with pytest.raises(OperationalError):  # while it is down: an error the pages turn into a message
+    with pytest.raises(CacheStorageError) as down:  # while it is down: an error the pages turn into a message
         cache.get("dog")
-    with pytest.raises(OperationalError):
+    assert down.value.unavailable and isinstance(down.value.__cause__, OperationalError)
+    with pytest.raises(StorageError) as down:
         search(own_db, "alice", "dog", embedder=local_embedder)
+    assert down.value.unavailable and isinstance(down.value.__cause__, OperationalError)
     assert time.monotonic() - began < 5, "a database that is down fails fast"
     own_pg.start()
 
@@ -252,7 +256,7 @@ def test_a_restart_in_the_middle_of_a_request_leaves_nothing_half_made(own_pg, o
     cache, restarting = cache_restarting_while(step, own_pg, own_db, local_embedder, emoji_generator, blobs)
     try:
         cache.get("volcano")  # retried once on a new connection: see test_a_request_in_flight_... below
-    except OperationalError:
+    except CacheStorageError:
         pass
     assert restarting.restarts == 1
     assert entries_without_blob(own_db, blobs) == [] and advisory_locks(own_db) == 0

@@ -155,6 +155,47 @@ def test_results_come_first_and_clicks_never_wait_for_the_picture(alice, db, loc
     assert lookups(db) == [("invoice", "generated")], "one lookup for the topic typed"
 
 
+def test_the_search_and_its_page_live_in_the_url(alice, db, local_embedder):
+    """Opening ?q=invoice searches for it; typing a search and turning the page write both into
+    the URL, so a reload (a new session on that URL) shows the same page; pagers above and below."""
+    invoices = [mail(f"Invoice {n:04d}", f"Invoice {n:04d} for the garden work, due in 30 days.") for n in range(45)]
+    import_messages(db, "alice", raw(invoices), embedder=local_embedder)
+
+    opened = AppTest.from_file(PAGE, default_timeout=180)
+    opened.query_params["q"] = "invoice"
+    opened.run()
+    assert not opened.exception
+    assert opened.text_input(key="q").value == "invoice" and "Invoice 00" in markdown(opened)
+    assert captions(opened).count("Page 1 of 3") == 2, "a pager above the results and one below"
+
+    app = run_query(AppTest.from_file(PAGE, default_timeout=180).run(), "garden invoice")
+    assert dict(app.query_params) == {"q": ["garden invoice"]} or dict(app.query_params) == {"q": "garden invoice"}
+    [b for b in app.button if b.label == "Next →"][-1].click().run()  # the lower pager
+    assert not app.exception and "Page 2 of 3" in captions(app)
+    url = {k: (v[0] if isinstance(v, list) else v) for k, v in dict(app.query_params).items()}
+    assert url == {"q": "garden invoice", "page": "2"}
+    first_on_page_2 = next(m.value for m in app.markdown if m.value.startswith("**Invoice"))
+
+    reloaded = AppTest.from_file(PAGE, default_timeout=180)
+    for key, value in url.items():
+        reloaded.query_params[key] = value
+    reloaded.run()
+    assert not reloaded.exception
+    assert reloaded.text_input(key="q").value == "garden invoice" and "Page 2 of 3" in captions(reloaded)
+    assert next(m.value for m in reloaded.markdown if m.value.startswith("**Invoice")) == first_on_page_2
+
+    run_query(reloaded, "invoice due")
+    url = {k: (v[0] if isinstance(v, list) else v) for k, v in dict(reloaded.query_params).items()}
+    assert url == {"q": "invoice due"} and "Page 1 of 3" in captions(reloaded), "a new search starts at its first page"
+
+    beyond = AppTest.from_file(PAGE, default_timeout=180)
+    beyond.query_params["q"], beyond.query_params["page"] = "invoice", "999"
+    beyond.run()
+    assert not beyond.exception and "Page 3 of 3" in captions(beyond), "a page that is no more shows the last one"
+    assert {k: (v[0] if isinstance(v, list) else v) for k, v in dict(beyond.query_params).items()} == {
+        "q": "invoice", "page": "3"}
+
+
 def test_opening_a_result_shows_the_thread_as_text(alice, db, local_embedder):
     html = mail("Party invite", "<p>Come to the <b>party</b><script>alert('x')</script></p>", html=True)
     import_messages(db, "alice", raw([html]), embedder=local_embedder)

@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 import demo_topics
 from app_text import explain
-from semcache import SemanticCache, report
+from semcache import CacheAdmin, SemanticCache, report
 from semcache.blobstores import LocalBlobStore
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -153,7 +153,7 @@ def test_deleting_cached_pictures(app_env, cache):
     next(b for b in app.button if b.label == "Delete").click().run()
     assert not app.exception
     assert "Deleted 1 cached picture." in texts(app.success)
-    assert cache.entry("dog") is None and cache.entry("pizza") is not None
+    assert CacheAdmin(cache).entry("dog") is None and CacheAdmin(cache).entry("pizza") is not None
     assert list(app.dataframe[1].value["Phrase"]) == ["pizza"]
 
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from mail.query import MAX_FTS_CHARS, _fts, _fts_term, parse_query
-from mail.search import _excluded, _filters, _like, _plain
+from mail.sql import _excluded, _filters, _like, _plain
 from semcache.cache import SemanticCache
 from semcache.matching import EXACT, Match, Matcher, Relation, Weights
 
@@ -53,8 +53,9 @@ def test_each_relation_scales_the_distance(relation, distance, score):
 def test_the_stretch_is_the_smallest_factor_inverted():
     assert Weights().stretch == pytest.approx(2.0)
     assert Weights(synonym=0.25).stretch == pytest.approx(4.0)
-    assert Weights(synonym=1.0, kind=1.0, related=1.0).stretch == 1.0
-    assert Weights(synonym=2.0, kind=2.0, related=2.0, sibling=2.0).stretch == 1.0  # never below 1
+    assert Weights(synonym=1.0, kind=1.0, direct_kind=1.0, related=1.0).stretch == 1.0
+    assert Weights(direct_kind=0.25).stretch == pytest.approx(4.0)
+    assert Weights(synonym=2.0, kind=2.0, direct_kind=2.0, related=2.0, sibling=2.0).stretch == 1.0  # never below 1
 
 
 @pytest.mark.parametrize("match, threshold, served", [

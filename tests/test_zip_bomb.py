@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event, text
 
-from mail.sources import Limits, RawMessage, ZipSource, open_source, open_upload
+from mail.sources import Limits, ZipSource, open_source, open_upload
 from helpers import MiB, big_message, lying_zip, overlapping_zip
 from helpers import shown_error as shown
-from mail.types import ImportRefused
+from mail.types import ImportRefused, RawMessage
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -27,14 +27,16 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from benchmarks.common import (
     FixedImage, TableEmbedder, fill, log, machine, near, nearest, percentiles, relation_sizes, unit_rows,
     wordnet_phrases, wordnet_vectors,
 )
+from semcache import store
+from semcache.admin import CacheAdmin
 from semcache.blobstores import LocalBlobStore
-from semcache.cache import SemanticCache, vector_literal
+from semcache.cache import SemanticCache
 
 # With the real model: topics cached first, then new phrases close to them.
 MODEL_TOPICS = ["dog", "cat", "house", "rocket", "invoice", "pizza", "car", "birthday", "rain", "trip to paris",
@@ -130,13 +132,14 @@ def run(engine: Engine, blobs_dir: Path, *, entries: int, lookups: int = 2000, v
     def lookups_at(c: SemanticCache) -> dict:
         by_kind: dict[str, list[float]] = {}
         served: dict[str, str | None] = {}
+        admin = CacheAdmin(c)
         for q in query_keys:
             started = time.perf_counter()
             result = c.get(q, fetch_image=False)
             ms = (time.perf_counter() - started) * 1000
             if result.kind == "generated":
                 ms -= result.timings.generate_ms or 0.0
-                c.delete(q)  # the cache as it was, outside the timings
+                admin.delete(q)  # the cache as it was, outside the timings
             by_kind.setdefault("miss" if result.kind == "generated" else result.kind, []).append(ms)
             served[q] = result.served_key if result.kind == "semantic" else None
         out = {kind: percentiles(ms) for kind, ms in sorted(by_kind.items())}
@@ -186,25 +189,16 @@ def run(engine: Engine, blobs_dir: Path, *, entries: int, lookups: int = 2000, v
 def _sql_baseline(engine: Engine, cache: SemanticCache, queries: list, top1: dict[str, str]) -> dict:
     """The top-1 query alone: through the space's HNSW index (its expression and predicate, at
     the cache's ef_search) and without it (an exact scan), timed alternately on one connection."""
-    with engine.connect() as conn:
-        space_id = conn.execute(text("SELECT id FROM semcache_spaces WHERE model = :m AND dimensions = :d"),
-                                {"m": cache.embedder.model, "d": cache.embedder.dimensions}).scalar_one()
-        cast = f"vector({cache.embedder.dimensions})"
-        indexed = (f"SELECT key FROM semcache_embeddings WHERE space_id = {space_id} AND entry_id IS NOT NULL "
-                   f"ORDER BY embedding::{cast} <=> CAST(:v AS {cast}) LIMIT 1")
-        scan = text("SELECT key FROM semcache_embeddings WHERE entry_id IS NOT NULL "
-                    "ORDER BY embedding <=> CAST(:v AS vector) LIMIT 1")
-        breadth = f"SET LOCAL hnsw.ef_search = {int(cache.ef_search or 40)};"
-        plan = "\n".join(conn.execute(text(breadth + "EXPLAIN " + indexed), {"v": vector_literal(queries[0][1])})
-                         .scalars())
+    space = cache.space()
+    with store.connect(engine) as conn:
+        plan = store.explain_nearest_key(conn, space, queries[0][1], ef_search=cache.ef_search)
         conn.rollback()
         timings: dict[str, list[float]] = {"hnsw": [], "scan": []}
         found = {"hnsw": 0, "scan": 0}
         for key, vector in queries:
-            literal = vector_literal(vector)
-            for name, statement in (("hnsw", text(breadth + indexed)), ("scan", scan)):
+            for name, scan in (("hnsw", False), ("scan", True)):
                 t = time.perf_counter()
-                served = conn.execute(statement, {"v": literal}).scalar()
+                served = store.nearest_key(conn, space, vector, ef_search=cache.ef_search, scan=scan)
                 timings[name].append((time.perf_counter() - t) * 1000)
                 conn.rollback()
                 found[name] += served == top1[key]

@@ -30,12 +30,13 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine
 
 from benchmarks.common import (
     FixedImage, TableEmbedder, expected_generations, fill, log, machine, near, percentiles, unit_rows,
     wordnet_phrases, wordnet_vectors,
 )
+from semcache import store
 from semcache.blobstores import LocalBlobStore
 from semcache.cache import SemanticCache
 
@@ -142,12 +143,9 @@ def _run_processes(url: str, cache_args: dict, slices: list[list[str]], warm_key
 
 def _reset(engine: Engine, keys: list[str]) -> None:
     """The stream's entries, stored vectors and every event deleted: the cache as first loaded."""
-    with engine.begin() as conn:
-        conn.execute(text("TRUNCATE semcache_events"))
-        conn.execute(text("DELETE FROM semcache_entries WHERE key = ANY(:k)"), {"k": keys})
-        conn.execute(text("DELETE FROM semcache_embeddings WHERE key = ANY(:k)"), {"k": keys})
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.execute(text("VACUUM semcache_embeddings, semcache_entries"))
+    with store.begin(engine) as conn:
+        store.forget(conn, keys)
+    store.vacuum(engine)
 
 
 def run(url: str, engine: Engine, blobs_dir: Path, *, base: int = 10_000, topics: int = 2000,
@@ -186,9 +184,8 @@ def run(url: str, engine: Engine, blobs_dir: Path, *, base: int = 10_000, topics
                 errors = [r["error"] for r in results if "error" in r]
                 if errors:
                     raise RuntimeError(f"a {mode} worker failed:\n{errors[0]}")
-                with engine.connect() as conn:
-                    events = dict(conn.execute(text(
-                        "SELECT key, count(*) FROM semcache_events WHERE kind = 'generated' GROUP BY key")).all())
+                with store.connect(engine) as conn:
+                    events = store.generations_per_key(conn)
                 kinds = sum((Counter(r["kinds"]) for r in results), Counter())
                 wall = max(r["end"] for r in results) - min(r["start"] for r in results)
                 calls = Counter(generated)

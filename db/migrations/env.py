@@ -5,9 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
+from db.engine import MIGRATION_LOCK_ID
 from db.models import include_object, metadata
-
-LOCK_ID = 727_274_001  # one migration at a time across processes
 
 
 def run_migrations_online() -> None:
@@ -25,7 +24,7 @@ def run_migrations_online() -> None:
 
 
 def _run(connection) -> None:
-    connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": LOCK_ID})
+    connection.execute(text("SELECT pg_advisory_xact_lock(:id)"), {"id": MIGRATION_LOCK_ID})
     context.configure(connection=connection, target_metadata=metadata, include_object=include_object, transactional_ddl=True)
     with context.begin_transaction():
         context.run_migrations()

@@ -1,11 +1,15 @@
 """The cache's second look at a match: each entry's dictionary form (so "dogs" finds "dog" on the
 exact path), and on each lookup event the relation that decided it and the score it was held to.
 
+The library's step 2 (`semcache.schema`); a downgrade leaves the cache's tables.
+
 Revision ID: 0003
 Revises: 0002
 """
 
 from alembic import op
+
+from semcache.schema import upgrade as upgrade_cache
 
 revision = "0003"
 down_revision = "0002"
@@ -14,15 +18,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("ALTER TABLE semcache_entries ADD COLUMN canon text")
-    op.execute("UPDATE semcache_entries SET canon = key")
-    op.execute("CREATE INDEX semcache_entries_canon_idx ON semcache_entries (canon)")
-    op.execute("ALTER TABLE semcache_events ADD COLUMN relation varchar(16)")
-    op.execute("ALTER TABLE semcache_events ADD COLUMN score double precision")
+    upgrade_cache(op.get_bind(), to=2)
 
 
 def downgrade() -> None:
-    op.execute("ALTER TABLE semcache_events DROP COLUMN IF EXISTS score")
-    op.execute("ALTER TABLE semcache_events DROP COLUMN IF EXISTS relation")
-    op.execute("DROP INDEX IF EXISTS semcache_entries_canon_idx")
-    op.execute("ALTER TABLE semcache_entries DROP COLUMN IF EXISTS canon")
+    pass

@@ -1,11 +1,16 @@
 """Accounts (for AUTH_MODE=password) with their sign-in sessions, and the image cache's daily
 spending per user and in total (the cost guard).
 
+The spending table is the cache's (the library's step 3, `semcache.schema`); the accounts do
+not refer to it. A downgrade removes the accounts and leaves the cache's tables.
+
 Revision ID: 0004
 Revises: 0003
 """
 
 from alembic import op
+
+from semcache.schema import upgrade as upgrade_cache
 
 revision = "0004"
 down_revision = "0003"
@@ -32,16 +37,9 @@ def upgrade() -> None:
         )""")
     op.execute("CREATE INDEX app_sessions_expires_at_idx ON app_sessions (expires_at)")
     op.execute("CREATE INDEX app_sessions_username_idx ON app_sessions (username)")
-    op.execute("""
-        CREATE TABLE semcache_usage (
-            day date NOT NULL,
-            actor text NOT NULL,
-            images integer NOT NULL DEFAULT 0,
-            spent_usd numeric(12, 6) NOT NULL DEFAULT 0,
-            PRIMARY KEY (day, actor)
-        )""")
+    upgrade_cache(op.get_bind(), to=3)
 
 
 def downgrade() -> None:
-    for table in ("semcache_usage", "app_sessions", "app_users"):
+    for table in ("app_sessions", "app_users"):
         op.execute(f"DROP TABLE IF EXISTS {table} CASCADE")

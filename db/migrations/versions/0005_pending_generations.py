@@ -1,11 +1,15 @@
 """The image cache's miss path: a key being generated is claimed in a committed row with a lease,
 so no pooled connection is held while the generator runs.
 
+The library's step 4 (`semcache.schema`); a downgrade leaves the cache's tables.
+
 Revision ID: 0005
 Revises: 0004
 """
 
 from alembic import op
+
+from semcache.schema import upgrade as upgrade_cache
 
 revision = "0005"
 down_revision = "0004"
@@ -14,15 +18,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.execute("""
-        CREATE TABLE semcache_pending (
-            canon text PRIMARY KEY,
-            key text NOT NULL,
-            owner text NOT NULL,
-            claimed_at timestamptz NOT NULL DEFAULT now(),
-            lease_until timestamptz NOT NULL
-        )""")
+    upgrade_cache(op.get_bind(), to=4)
 
 
 def downgrade() -> None:
-    op.execute("DROP TABLE IF EXISTS semcache_pending")
+    pass
