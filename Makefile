@@ -33,7 +33,7 @@ venv-dev: $(VENV)/.installed-dev
 run: venv
 	$(PY) -m mail worker & worker=$$!; \
 	trap 'kill $$worker 2>/dev/null; wait $$worker 2>/dev/null' EXIT INT TERM; \
-	$(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+	$(VENV)/bin/streamlit run asgi.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
 # One more import worker (any number may run, on any machine with the same settings)
 worker: venv

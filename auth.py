@@ -3,7 +3,10 @@
 - ``none``: one local user, DEFAULT_OWNER, who is also the admin: the embedded default for one
   person on their own machine.
 - ``password``: accounts in PostgreSQL (`db.accounts`): sign up, sign in, sign out; the
-  session token lives in the browser session's state and expires after SESSION_HOURS.
+  session's token lives in an HttpOnly cookie (`session_cookie`), so a reload and every tab of
+  the browser stay signed in until SESSION_HOURS have passed or the user signs out in any of
+  them. Served without the cookie's routes (``streamlit run app.py``), the token lives in the
+  browser tab's session state instead.
 - ``oidc``: Streamlit's `st.login`, configured in `.streamlit/secrets.toml` ([auth]); the user is
   known by the e-mail address the identity provider vouches for (``email_verified`` true).
 
@@ -20,8 +23,14 @@ import streamlit as st
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 import app_state
+import session_cookie
 
 TOKEN = "auth_token"
+"""The session's token, when it lives in the tab's state (served without the cookie's routes)."""
+COOKIE_OVER = "auth_cookie_over"
+"""The cookie this tab connected with names a session that has ended: it is not asked again."""
+PENDING = "auth_cookie_pending"
+"""What the page still has the browser do with the cookie: ("redeem", code) or ("clear", None)."""
 DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 
@@ -43,18 +52,34 @@ def current_user() -> User | None:
         return User(settings.default_owner, is_admin=True)
     if settings.auth_mode == "oidc":
         return oidc_user(st.user, settings.admins) if st.user.is_logged_in else None
-    token = st.session_state.get(TOKEN)
+    token, from_cookie = _session_token()
     if not token:
         return None
     try:
         name = app_state.accounts().user(token)
     except DATABASE_ERRORS as exc:  # the session is kept: it is checked again once the database is back
         app_state.database_down(exc)
-    if name is None:
+    if name is None:  # expired, or signed out in this tab or another
         st.session_state.pop(TOKEN, None)
+        if from_cookie:
+            st.session_state[COOKIE_OVER] = True
+            if session_cookie.mounted():
+                st.session_state[PENDING] = ("clear", None)
         st.session_state["auth_notice"] = "Your session has ended; sign in again."
         return None
     return User(name, is_admin=name in settings.admins)
+
+
+def _session_token() -> tuple[str | None, bool]:
+    """This tab's session token, and whether it came from the cookie: the tab's own (served
+    without the cookie's routes), else the cookie the browser sent when the page connected,
+    unless that one has ended."""
+    token = st.session_state.get(TOKEN)
+    if token:
+        return token, False
+    if st.session_state.get(COOKIE_OVER):
+        return None, False
+    return session_cookie.token(st.context.cookies), True
 
 
 def email_verified(info: Mapping[str, object]) -> bool:
@@ -104,6 +129,12 @@ def require_admin() -> User:
 
 def sign_in_page() -> None:
     st.title("✉️ Mail search")
+    action, code = st.session_state.pop(PENDING, (None, None))
+    if action == "redeem":  # the browser trades the code for the cookie, then connects again
+        st.html(session_cookie.redeem_script(code), unsafe_allow_javascript=True)
+        return
+    if action == "clear":
+        st.html(session_cookie.clear_script(), unsafe_allow_javascript=True)
     notice = st.session_state.pop("auth_notice", None)
     if notice:
         st.info(notice)
@@ -153,13 +184,13 @@ def _password_sign_in() -> None:
             submitted = st.form_submit_button("Sign in", type="primary")
         if submitted:
             try:
-                session = app_state.accounts().sign_in(name, password)
+                session = app_state.accounts().sign_in(name, password, one_time=session_cookie.mounted())
             except AccountError as exc:
                 st.error(str(exc))
             except DATABASE_ERRORS as exc:
                 app_state.database_down(exc, note="You are not signed in yet: sign in again in a moment.")
             else:
-                _start(session.token)
+                _start(session)
     if settings.allow_signup:
         with tabs[1]:
             with st.form("sign_up"):
@@ -175,19 +206,25 @@ def _password_sign_in() -> None:
                     st.error("The two passwords differ.")
                 else:
                     try:
-                        session = app_state.accounts().sign_up(name, password, client=client_address())
+                        session = app_state.accounts().sign_up(name, password, client=client_address(),
+                                                               one_time=session_cookie.mounted())
                     except AccountError as exc:
                         st.error(str(exc))
                     except DATABASE_ERRORS as exc:
                         app_state.database_down(exc, note="The account was not created: try again in a moment.")
                     else:
-                        _start(session.token)
+                        _start(session)
 
 
-def _start(token: str) -> None:
+def _start(session) -> None:
+    """Signed in: the browser gets the cookie (from a one-time code) or, served without the
+    cookie's routes, the tab keeps the token."""
     for key in ("sign_in_password", "sign_up_password", "sign_up_again"):
         st.session_state.pop(key, None)
-    st.session_state[TOKEN] = token
+    if session.one_time:
+        st.session_state[PENDING] = ("redeem", session.token)
+    else:
+        st.session_state[TOKEN] = session.token
     st.rerun()
 
 
@@ -195,8 +232,9 @@ def sign_out() -> None:
     if mode() == "oidc":
         st.logout()
         return
+    token, _ = _session_token()
     try:
-        app_state.accounts().sign_out(st.session_state.get(TOKEN))
+        app_state.accounts().sign_out(token)  # every tab holding this session is signed out at its next run
         unreached = False
     except DATABASE_ERRORS:
         unreached = True
@@ -205,6 +243,9 @@ def sign_out() -> None:
         if key != TOKEN:
             del st.session_state[key]
     st.session_state[TOKEN] = None
+    st.session_state[COOKIE_OVER] = True
+    if session_cookie.mounted():
+        st.session_state[PENDING] = ("clear", None)  # and the cookie goes (the server ends its session too)
     if unreached:
         st.session_state["auth_notice"] = ("You are signed out of this browser. The database did not answer, "
                                            "so the session's record ends when it expires.")

@@ -93,8 +93,10 @@ class Finder:
         ours, theirs = self.embedder, self.cache.embedder
         return (ours.model, int(ours.dimensions)) == (theirs.model, int(theirs.dimensions))
 
-    def find(self, owner: str, query_text: str, *, page: int = 0, page_size: int = 20) -> Found:
-        """One page of ``owner``'s results for ``query_text``.
+    def find(self, owner: str, query_text: str, *, page: int = 0, page_size: int = 20, sort: str = "relevance",
+             threads: bool = False) -> Found:
+        """One page of ``owner``'s results for ``query_text``, in ``sort`` order (`mail.sql.SORTS`),
+        one row per conversation with ``threads``.
 
         Raises QueryError (a sentence for the user) for a query that cannot match, and
         StorageError when the mail database is not answering. An embedding model that is not
@@ -103,7 +105,8 @@ class Finder:
         query = parse_query(query_text)
         vector, shared, error = self._topic_vector(query.topic)
         results = search(self.engine, owner, query, embedder=None if error else self.embedder,
-                         limit=page_size, offset=max(0, page) * page_size, query_vector=vector)
+                         limit=page_size, offset=max(0, page) * page_size, query_vector=vector, sort=sort,
+                         threads=threads)
         return Found(query=query, results=results, vector=shared, embedding_error=error)
 
     def _topic_vector(self, topic: str) -> tuple[np.ndarray | None, np.ndarray | None, EmbeddingError | None]:
@@ -148,6 +151,17 @@ class Finder:
             log.exception("The picture lookup for %r failed", topic)
             return Picture(topic, "failed", note="No picture this time: something went wrong while making it.")
         return Picture(topic, "ready", result=result)
+
+    def still_served(self, picture: Picture) -> bool:
+        """Whether a picture already shown would still be served: False once a wrong-match verdict
+        bans what it served for its topic (then a new lookup is due). Never raises: a cache that
+        is not answering leaves the picture as it is."""
+        if picture.result is None or self.cache is None:
+            return True
+        try:
+            return not self.cache.banned(picture.result)
+        except SemcacheError:
+            return True
 
     def conversation(self, owner: str, message_pk: int) -> list[MessageView] | None:
         """The thread of one of ``owner``'s messages, oldest first; None when the message is not

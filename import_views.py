@@ -7,6 +7,9 @@ tab or in another browser; each user sees only their own imports.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
 import streamlit as st
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -39,6 +42,34 @@ def duration(seconds: float) -> str:
     if seconds < 3600:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def viewer_zone():
+    """The viewer's time zone, as their browser says (UTC when it does not)."""
+    name = st.context.timezone
+    try:
+        return ZoneInfo(name) if name else timezone.utc
+    except (ZoneInfoNotFoundError, ValueError):
+        return timezone.utc
+
+
+def when(at: datetime, now: datetime | None = None) -> str:
+    """A moment as people say it: "just now", "5 min ago", "3 h ago", then "1 Dec 14:03"
+    (this year) or "1 Dec 2025", in the viewer's time zone."""
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=timezone.utc)
+    now = now or datetime.now(timezone.utc)
+    seconds = (now - at).total_seconds()
+    if -60 < seconds < 60:  # a clock a little ahead is "just now" too
+        return "just now"
+    if 0 <= seconds < 3600:
+        return f"{seconds // 60:.0f} min ago"
+    if 0 <= seconds < 6 * 3600:
+        return f"{seconds // 3600:.0f} h ago"
+    local, today = at.astimezone(viewer_zone()), now.astimezone(viewer_zone())
+    if local.year == today.year:
+        return f"{local.day} {local:%b %H:%M}"
+    return f"{local.day} {local:%b %Y}"
 
 
 def waiting_note(job: ImportJob, ahead: ImportJob | None, workers: int) -> str:
@@ -90,6 +121,7 @@ def sidebar_status(owner: str) -> None:
         if waiting:
             st.caption(f"📥 {waiting} {'import' if waiting == 1 else 'imports'} queued")
 
+    announce_demo(owner)
     with st.sidebar:
         st.fragment(run_every=POLL_SECONDS if _has_active(owner) else IDLE_POLL_SECONDS)(draw)()
 
@@ -111,6 +143,7 @@ def demo_loading(owner: str) -> bool:
         return False
     if not active:
         return False
+    follow_demo()
 
     @st.fragment(run_every=POLL_SECONDS)
     def draw() -> None:
@@ -122,7 +155,7 @@ def demo_loading(owner: str) -> bool:
             st.error(str(error), icon="🚫")
             return
         if job is None or not job.active:
-            st.rerun(scope="app")
+            st.rerun(scope="app")  # the page starts over; `announce_demo` says how it ended
         st.subheader("Loading the demo mailbox…")
         if job.status == "queued":
             st.info(waiting_note(job, None, workers), icon="⏳")
@@ -141,4 +174,43 @@ def start_demo(owner: str) -> bool:
     except MailError as error:
         st.error(str(error), icon="🚫")
         return False
+    follow_demo()
     return True
+
+
+_FOLLOWED_DEMO = "_demo_import_followed"
+
+
+def follow_demo() -> None:
+    """Remember that this browser session loads the demo mailbox, so that the page it is on
+    then says so once the import has ended (`announce_demo`)."""
+    st.session_state[_FOLLOWED_DEMO] = True
+
+
+def demo_outcome(job: ImportJob) -> tuple[str, str]:
+    """What a finished import of the demo mailbox did, in a sentence, with its icon."""
+    if job.status == "done":
+        already = f" ({job.duplicates:,} were here already)" if job.duplicates else ""
+        return f"Demo mailbox loaded: {job.imported:,} messages{already}.", "✅"
+    if job.status == "cancelled":
+        return f"Loading the demo mailbox was cancelled; {job.imported:,} messages were kept.", "✋"
+    return f"The demo mailbox was not loaded: {_md(job.error or 'the import failed')}", "🚫"
+
+
+def announce_demo(owner: str) -> None:
+    """Once the demo mailbox this session started loading has finished: a toast with how it
+    ended, on whichever page the session is (the one that started it, as a rule), once."""
+    if not st.session_state.get(_FOLLOWED_DEMO):
+        return
+    try:
+        with outages():
+            jobs = [job for job in queue().imports(owner) if job.kind == "demo"]
+    except MailError:
+        return  # asked again on the next run
+    latest = max(jobs, key=lambda job: job.id, default=None)
+    if latest is not None and latest.active:
+        return
+    del st.session_state[_FOLLOWED_DEMO]
+    if latest is not None:
+        text, icon = demo_outcome(latest)
+        st.toast(text, icon=icon)

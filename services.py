@@ -118,7 +118,8 @@ def build_cache(settings: Settings, *, engine: Engine | None = None, embedder: E
         engine, embedder, generator, build_blob_store(settings),
         default_threshold=settings.default_threshold, max_topic_chars=settings.max_topic_chars,
         max_entries=settings.cache_max_entries, max_age=max_age, ef_search=settings.hnsw_ef_search,
-        matcher=build_matcher(settings), guard=build_guard(settings, engine))
+        matcher=build_matcher(settings), guard=build_guard(settings, engine),
+        entry_thresholds=settings.cache_entry_thresholds, entry_error_bound=settings.cache_entry_error_bound)
 
 
 def build_guard(settings: Settings, engine: Engine):

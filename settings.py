@@ -85,6 +85,14 @@ class Settings(BaseSettings):
     cache_lexicon: bool = Field(
         True, description="Second look at the nearest cached phrases with WordNet: opposites are never served, "
                           "synonyms and kinds count as closer.")
+    cache_entry_thresholds: bool = Field(
+        True, description="Each cached picture keeps its own threshold, learned from wrong/good-match verdicts: "
+                          "tighter after a wrong serve, looser with good ones under CACHE_ENTRY_ERROR_BOUND. "
+                          "Off: every picture is held to the one threshold.")
+    cache_entry_error_bound: float = Field(
+        0.05, ge=0, le=1, description="Largest estimated share of wrong serves (upper end of a 95% interval) at "
+                                      "which a picture's own threshold may reach past the threshold, until one "
+                                      "is saved on the Settings page.")
     wordnet_dir: Path = Field(
         Path("/usr/share/wordnet"), description="WordNet 3.0 database (Debian package wordnet-base); "
                                                 "without it the cache decides by distance alone.")
@@ -107,6 +115,10 @@ class Settings(BaseSettings):
                         "Settings and Savings. With AUTH_MODE=none the one local user is the admin.")
     allow_signup: bool = Field(True, description="AUTH_MODE=password: anyone may create an account.")
     session_hours: float = Field(12.0, gt=0, description="AUTH_MODE=password: a sign-in lasts this long.")
+    session_cookie_secure: Literal["auto", "always"] = Field(
+        "auto", description="AUTH_MODE=password: when the sign-in cookie is marked Secure. auto: under https and on "
+                            "a loopback host (localhost); always: also when a proxy in front ends https and the "
+                            "app sees plain http.")
     signups_per_hour: int | None = Field(
         20, ge=1, description="AUTH_MODE=password: accounts that may be created in any hour, by everyone together. "
                               "Empty: no limit.")

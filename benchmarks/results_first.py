@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                     started = time.perf_counter()
                     box.fill(topic)
                     box.press("Enter")
-                    page.get_by_role("button", name="Open").first.wait_for()
+                    page.get_by_role("button", name="Open", exact=True).first.wait_for()
                     first_result = (time.perf_counter() - started) * 1000
                     picture.first.wait_for()
                     shown = time.perf_counter()

@@ -278,7 +278,7 @@ def evaluate_one(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
     if args.from_feedback:
         engine = services.build_engine(settings)
         pairs = evaluation.feedback_pairs(engine)
-        default_threshold = threshold_setting(engine, settings.default_threshold).value
+        default_threshold = None  # the one stored for the model's space, below
     else:
         try:
             pairs = read_pairs(args.pairs, positive_min=args.positive_min, negative_max=args.negative_max,
@@ -290,6 +290,9 @@ def evaluate_one(args: argparse.Namespace, parser: argparse.ArgumentParser) -> i
         print("No labelled pairs to evaluate.", file=sys.stderr)
         return 1
     embedder = services.build_embedder(settings, model=args.model)
+    if default_threshold is None:
+        default_threshold = threshold_setting(engine, settings.default_threshold, model=embedder.model,
+                                              dimensions=embedder.dimensions).value
     template = settings.embed_template if args.template is None else args.template
     if template:
         embedder = TemplatedEmbedder(embedder, template)

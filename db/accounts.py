@@ -2,8 +2,11 @@
 administrators' accounts.
 
 Passwords are hashed with Argon2id (argon2-cffi's defaults); only the hash is stored. A session
-is a random token held by the browser's session; the database keeps its SHA-256 and expiry, so
-a stolen table yields no usable token and signing out (or expiry) ends it everywhere.
+is a random token held by the browser (in an HttpOnly cookie, see `session_cookie`); the
+database keeps its SHA-256 and expiry, so a stolen table yields no usable token and signing out
+(or expiry) ends it everywhere. A sign-in for the cookie yields a one-time code instead, which
+the app's endpoint redeems for the session within a minute (``redeem``): so the token itself
+never passes through the page.
 
 Five wrong passwords in a row lock a name for a minute, which makes guessing slow without
 letting a stranger lock someone out for long. Every attempt claims its place in that count with
@@ -25,13 +28,14 @@ import re
 import secrets
 import sys
 from collections.abc import Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Column, DateTime, Engine, ForeignKey, Index, Integer, MetaData, Table, Text, func, text
+from sqlalchemy import Column, Connection, DateTime, Engine, ForeignKey, Index, Integer, MetaData, Table, Text, func, text
 
 USERNAME = re.compile(r"^[a-z0-9][a-z0-9._@+-]{2,63}$")
 MIN_PASSWORD = 10
@@ -41,6 +45,9 @@ LOCK_FOR = timedelta(minutes=1)
 UNKNOWN_NAME_KEPT = timedelta(hours=1)
 """How long the wrong attempts at a name with no account are remembered after the last one."""
 SIGNUP_WINDOW = timedelta(hours=1)
+GRANT_LIFETIME = timedelta(minutes=1)
+"""How long a one-time sign-in code may wait to be redeemed for its session."""
+MAX_GRANT_CODE = 128
 _SIGNUP_LOCK = 727_274_007  # one sign-up at a time is counted against the limits
 
 
@@ -85,6 +92,16 @@ signups = Table(
 )
 
 
+session_grants = Table(
+    "app_session_grants", metadata,
+    Column("code_hash", Text, primary_key=True),
+    Column("username", Text, ForeignKey("app_users.username", ondelete="CASCADE"), nullable=False),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("app_session_grants_expires_at_idx", "expires_at"),
+    Index("app_session_grants_username_idx", "username"),
+)
+
+
 class AccountError(ValueError):
     """A sign-up or sign-in that cannot go ahead, with a sentence for the person."""
 
@@ -92,7 +109,10 @@ class AccountError(ValueError):
 @dataclass(frozen=True)
 class Session:
     token: str
+    """The session's token; with ``one_time``, a code that `Accounts.redeem` turns into the
+    session once, within GRANT_LIFETIME."""
     username: str
+    one_time: bool = False
 
 
 def normalize_username(name: str) -> str:
@@ -121,9 +141,10 @@ class Accounts:
 
     # ------------------------------------------------------------------ signing up
 
-    def sign_up(self, username: str, password: str, *, client: str | None = None) -> Session:
-        """A new account and its first session. ``client`` is the address the request came
-        from, when known: it is counted for an hour against the per-client limit."""
+    def sign_up(self, username: str, password: str, *, client: str | None = None, one_time: bool = False) -> Session:
+        """A new account and its first session (with ``one_time``, a code for it, as `sign_in`).
+        ``client`` is the address the request came from, when known: it is counted for an hour
+        against the per-client limit."""
         name = self._checked(username, password)
         if name in self.admins:
             raise AccountError("That user name is reserved; choose another.")
@@ -150,7 +171,7 @@ class Accounts:
             conn.execute(text("INSERT INTO app_signups (username, client) VALUES (:u, :c)"),
                          {"u": name, "c": client})
             conn.execute(text("DELETE FROM app_sign_in_failures WHERE username = :u"), {"u": name})
-        return self._open_session(name)
+        return self._grant(name) if one_time else self._open_session(name)
 
     # ------------------------------------------------------------------ administrators
 
@@ -171,6 +192,7 @@ class Accounts:
                 conn.execute(text("UPDATE app_users SET password_hash = :h, failed_sign_ins = 0, "
                                   "locked_until = NULL WHERE username = :u"), {"u": name, "h": password_hash})
                 conn.execute(text("DELETE FROM app_sessions WHERE username = :u"), {"u": name})
+                conn.execute(text("DELETE FROM app_session_grants WHERE username = :u"), {"u": name})
             conn.execute(text("DELETE FROM app_sign_in_failures WHERE username = :u"), {"u": name})
         return True
 
@@ -189,7 +211,10 @@ class Accounts:
 
     # ------------------------------------------------------------------ signing in and out
 
-    def sign_in(self, username: str, password: str) -> Session:
+    def sign_in(self, username: str, password: str, *, one_time: bool = False) -> Session:
+        """A new session for the right password. With ``one_time`` no session is opened yet: the
+        returned token is a one-time code that `redeem` turns into the session (the app's cookie
+        endpoint does, so that the session's token is only ever in the cookie)."""
         name = normalize_username(username)
         password_hash = self._claim_attempt(name)
         try:
@@ -205,7 +230,7 @@ class Accounts:
             if self.hasher.check_needs_rehash(password_hash):
                 conn.execute(text("UPDATE app_users SET password_hash = :h WHERE username = :u"),
                              {"u": name, "h": self.hasher.hash(password)})
-        return self._open_session(name)
+        return self._grant(name) if one_time else self._open_session(name)
 
     def _claim_attempt(self, name: str) -> str | None:
         """Count this attempt as a wrong one before its password is checked (a right one clears
@@ -261,13 +286,41 @@ class Accounts:
             raise AccountError("The password cannot be the user name.")
         return name
 
-    def _open_session(self, name: str) -> Session:
-        token = secrets.token_urlsafe(32)
+    def redeem(self, code: str | None) -> Session | None:
+        """The session a one-time sign-in code stands for, opened now; None for a code that is
+        unknown, used already or older than GRANT_LIFETIME. A code works once, however many
+        requests bring it at the same time."""
+        if not code or len(code) > MAX_GRANT_CODE:
+            return None
         with self.engine.begin() as conn:
+            granted = conn.execute(text("DELETE FROM app_session_grants WHERE code_hash = :c "
+                                        "RETURNING username, expires_at > now() AS live"),
+                                   {"c": _digest(code)}).first()
+            if granted is None or not granted.live:
+                return None
+            return self._open_session(granted.username, conn)
+
+    def _open_session(self, name: str, conn: Connection | None = None) -> Session:
+        token = secrets.token_urlsafe(32)
+        with _transaction(self.engine, conn) as conn:
             conn.execute(text("INSERT INTO app_sessions (token_hash, username, expires_at) "
                               "VALUES (:t, :u, now() + :length)"),
                          {"t": _digest(token), "u": name, "length": self.session_length})
         return Session(token=token, username=name)
+
+    def _grant(self, name: str) -> Session:
+        code = secrets.token_urlsafe(32)
+        with self.engine.begin() as conn:
+            conn.execute(text("DELETE FROM app_session_grants WHERE expires_at < now()"))
+            conn.execute(text("INSERT INTO app_session_grants (code_hash, username, expires_at) "
+                              "VALUES (:c, :u, now() + :life)"),
+                         {"c": _digest(code), "u": name, "life": GRANT_LIFETIME})
+        return Session(token=code, username=name, one_time=True)
+
+
+def _transaction(engine: Engine, conn: Connection | None):
+    """``conn``'s transaction when given, else a new one."""
+    return nullcontext(conn) if conn is not None else engine.begin()
 
 
 def _digest(token: str) -> str:

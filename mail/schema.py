@@ -1,11 +1,11 @@
-"""Mail's tables, mirrored from migrations 0002 and 0006 for the schema check (`db/models.py`)."""
+"""Mail's tables, mirrored from migrations 0002, 0006 and 0008 for the schema check (`db/models.py`)."""
 
 from __future__ import annotations
 
 from pgvector.sqlalchemy import Vector
 from sqlalchemy import (
     BigInteger, Boolean, CheckConstraint, Column, Computed, DateTime, Float, ForeignKey, Index, Integer, LargeBinary,
-    MetaData, PrimaryKeyConstraint, Table, Text, func, text,
+    MetaData, PrimaryKeyConstraint, Table, Text, UniqueConstraint, func, text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR
 
@@ -99,4 +99,24 @@ imports = Table(
     Column("finished_at", DateTime(timezone=True)),
     Index("mail_imports_owner_idx", "owner", text("id DESC")),
     Index("mail_imports_unfinished_idx", "owner", postgresql_where=text("status IN ('queued', 'running')")),
+)
+
+labels = Table(
+    "mail_labels", metadata,
+    Column("owner", Text, nullable=False),
+    Column("message_pk", BigInteger, ForeignKey("mail_messages.id", ondelete="CASCADE"), nullable=False),
+    Column("label", Text, CheckConstraint("char_length(label) BETWEEN 1 AND 64"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    PrimaryKeyConstraint("owner", "message_pk", "label"),
+    Index("mail_labels_owner_label_idx", "owner", "label"),
+)
+
+saved_searches = Table(
+    "mail_saved_searches", metadata,
+    Column("id", BigInteger, primary_key=True),
+    Column("owner", Text, nullable=False),
+    Column("name", Text, CheckConstraint("char_length(name) BETWEEN 1 AND 80"), nullable=False),
+    Column("query", Text, CheckConstraint("char_length(query) BETWEEN 1 AND 1000"), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    UniqueConstraint("owner", "name"),
 )

@@ -28,8 +28,18 @@ class SearchResults:
     """The free-text part of the query: what the image cache is asked about."""
     hits: list[SearchHit]
     total: int
-    """How many messages matched in all (capped by what the rankings return)."""
+    """How many messages matched in all (conversations, with ``threads``): every one of them can
+    be paged to."""
+    word_matches: int = 0
+    """How many messages contain the query's words; the rest matched by meaning only."""
+    sort: str = "relevance"
+    threads: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def meaning_only(self) -> bool:
+        """Whether no message contains the words and every result is only close in meaning."""
+        return bool(self.query.fts_query.strip()) and self.total > 0 and self.word_matches == 0
 
 
 def _escaped(text: str) -> str:
@@ -46,9 +56,10 @@ def _snippet(raw: str | None) -> str:
 
 
 def search(engine: Engine, owner: str, query: str | Query, *, embedder=None, limit: int = 20, offset: int = 0,
-           query_vector: np.ndarray | None = None) -> SearchResults:
+           query_vector: np.ndarray | None = None, sort: str = "relevance", threads: bool = False) -> SearchResults:
     """Rank ``owner``'s messages for ``query``: mail query syntax (see `mail.query`), or a
-    `Query` already parsed.
+    `Query` already parsed. ``sort`` is one of `mail.sql.SORTS`; ``threads`` groups the results
+    by conversation, one hit per thread.
 
     With an ``embedder`` the topic is also searched by meaning; ``query_vector``, the topic's
     vector from that embedder, saves embedding it again. Only ``owner``'s messages are ever read.
@@ -68,7 +79,7 @@ def search(engine: Engine, owner: str, query: str | Query, *, embedder=None, lim
         t = time.perf_counter()
         with engine.connect() as conn:
             rows = sql.search_rows(conn, owner, query, limit=limit, offset=offset, space=space,
-                                   vector=vector if semantic else None)
+                                   vector=vector if semantic else None, sort=sort, threads=threads)
         timings["sql_ms"] = (time.perf_counter() - t) * 1000
     hits = []
     for row in rows:
@@ -80,9 +91,11 @@ def search(engine: Engine, owner: str, query: str | Query, *, embedder=None, lim
             id=row.id, message_id=row.message_id, thread_id=row.thread_id, subject=row.subject, sender=sender,
             date=row.sent_at, snippet=snippet, score=float(row.score), text_rank=row.text_rank,
             semantic_rank=row.semantic_rank, semantic_distance=row.semantic_distance,
-            has_attachments=row.has_attachments))
+            has_attachments=row.has_attachments, thread_size=int(row.thread_size),
+            thread_matches=int(row.thread_matches)))
     timings["total_ms"] = (time.perf_counter() - started) * 1000
     return SearchResults(query=query, topic=query.topic, hits=hits, total=rows[0].total if rows else 0,
+                         word_matches=rows[0].word_matches if rows else 0, sort=sort, threads=threads,
                          timings=timings)
 
 

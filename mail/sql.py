@@ -187,9 +187,28 @@ RRF_K = 60
 CANDIDATES = 100
 """How many messages each ranking contributes before fusion."""
 MAX_SEMANTIC_DISTANCE = 0.8
-"""Messages farther than this cosine distance from the topic are not semantic matches at all."""
+"""Messages farther than this cosine distance from the topic are not semantic matches at all,
+for an embedding model with no cut-off of its own in `SEMANTIC_CUTOFFS`."""
+SEMANTIC_CUTOFFS = {"all-MiniLM-L6-v2": 0.575}
+"""Per embedding model, the cosine distance within which a message is about the topic: chosen
+from the distances of relevant mail, unrelated mail and made-up words in real mailboxes
+(`benchmarks/semantic_cutoff.py`, docs/benchmarks.md). When no message is this near, nothing
+matches by meaning at all."""
+SEMANTIC_MARGIN = 0.2
+"""When the nearest message is within the cut, its neighbours up to this much farther match too
+(never beyond `MAX_SEMANTIC_DISTANCE`): a topic the mailbox clearly holds brings the mail around it."""
+SORTS = ("relevance", "newest", "oldest")
+"""The orders a search can be shown in (`search_rows`)."""
+_ORDERS = {"relevance": "f.score DESC, f.text_rank ASC NULLS LAST, f.id DESC",
+           "newest": "f.sent_at DESC NULLS LAST, f.id DESC",
+           "oldest": "f.sent_at ASC NULLS LAST, f.id ASC"}
 MARK_START, MARK_END = "\ue000", "\ue001"
 """What `ts_headline` puts around a match in a row's ``headline`` (characters mail never holds)."""
+
+
+def semantic_cutoff(model: str) -> float:
+    """The cosine distance within which a message is a match by meaning for ``model``."""
+    return SEMANTIC_CUTOFFS.get(model, MAX_SEMANTIC_DISTANCE)
 
 
 def _filters(query: Query, params: dict) -> str:
@@ -202,9 +221,29 @@ def _filters(query: Query, params: dict) -> str:
         params[f"to_{i}"] = f"%{_like(value)}%"
         clauses.append(f"(array_to_string(m.to_addrs, ' ') ILIKE :to_{i} "
                        f"OR array_to_string(m.cc_addrs, ' ') ILIKE :to_{i})")
+    for i, value in enumerate(query.cc):
+        params[f"cc_{i}"] = f"%{_like(value)}%"
+        clauses.append(f"array_to_string(m.cc_addrs, ' ') ILIKE :cc_{i}")
     for i, value in enumerate(query.subjects):
         params[f"subject_{i}"] = f"%{_like(value)}%"
         clauses.append(f"m.subject ILIKE :subject_{i}")
+    for i, value in enumerate(query.filenames):
+        params[f"filename_{i}"] = f"%{_like(value)}%"
+        clauses.append(f"EXISTS (SELECT 1 FROM jsonb_array_elements(m.attachments) AS a "
+                       f"WHERE a ->> 'filename' ILIKE :filename_{i})")
+    for i, value in enumerate(query.folders):
+        params[f"folder_{i}"] = value.lower()
+        clauses.append(f"(lower(m.folder) = :folder_{i} OR {_FOLDER} = :folder_{i})")
+    for i, value in enumerate(query.labels):
+        params[f"label_{i}"] = value
+        clauses.append(f"EXISTS (SELECT 1 FROM mail_labels l WHERE l.owner = m.owner AND l.message_pk = m.id "
+                       f"AND l.label = :label_{i})")
+    if query.larger is not None:
+        params["larger"] = query.larger
+        clauses.append("m.size_bytes > :larger")
+    if query.smaller is not None:
+        params["smaller"] = query.smaller
+        clauses.append("m.size_bytes < :smaller")
     if query.after is not None:
         params["after"] = datetime.combine(query.after, dtime.min, tzinfo=timezone.utc)
         clauses.append("m.sent_at >= :after")
@@ -219,6 +258,13 @@ def _filters(query: Query, params: dict) -> str:
                                       [_excluded(_plain(x)) for x in query.excluded if _plain(x)])
         clauses.append("m.tsv @@ websearch_to_tsquery('english', :required)")
     return "".join(f" AND {c}" for c in clauses)
+
+
+_FOLDER = ("lower(coalesce(regexp_replace(m.folder, '^.*[/.]', ''), "
+           "regexp_replace(split_part(m.source, ' #', 1), '^.*/|\\.[^./]*$', '', 'g')))")
+"""What ``in:`` matches besides the whole folder name: an IMAP folder's last part ("INBOX/Receipts"
+is in:receipts), or, for mail imported from files, the mailbox file's name ("archive.mbox #3" is
+in:archive)."""
 
 
 def _plain(term: str) -> str:
@@ -236,14 +282,23 @@ def _like(value: str) -> str:
 
 
 def search_rows(conn: Connection, owner: str, query: Query, *, limit: int, offset: int,
-                space: MailSpace | None = None, vector: np.ndarray | None = None) -> list:
-    """One page of ``owner``'s messages for ``query``, best first: full-text over the weighted
-    vector when the query has free words, by meaning in ``space`` when ``vector`` (the topic's)
-    is given, fused by reciprocal rank; newest first for operators only. Each row has the
-    message's columns, its ``score``, ranks and distance, the ``total`` matched, a ``headline``
-    (matches between `MARK_START` and `MARK_END`) and the body's ``opening``."""
-    params: dict = {"owner": owner, "k": CANDIDATES, "limit": limit, "offset": offset,
-                    "rrf": RRF_K, "max_distance": MAX_SEMANTIC_DISTANCE}
+                space: MailSpace | None = None, vector: np.ndarray | None = None,
+                sort: str = "relevance", threads: bool = False) -> list:
+    """One page of ``owner``'s messages for ``query``: full-text over the weighted vector when
+    the query has free words (every match), by meaning in ``space`` when ``vector`` (the topic's)
+    is given (the nearest `CANDIDATES`, cut by `semantic_cutoff` and `SEMANTIC_MARGIN`), fused by
+    reciprocal rank. ``sort`` is one of `SORTS`: "relevance" (newest first for operators only),
+    "newest" or "oldest". With ``threads`` a row stands for its conversation: the best message
+    of each thread by that order, with ``thread_matches`` (its messages matched) and
+    ``thread_size`` (all its messages). Each row has the message's columns, its ``score``, ranks
+    and distance, the ``total`` matched (messages, or threads), ``word_matches`` (messages
+    matched by their words), a ``headline`` (matches between `MARK_START` and `MARK_END`) and
+    the body's ``opening``."""
+    if sort not in SORTS:
+        raise ValueError(f"sort must be one of {', '.join(SORTS)}, not {sort!r}")
+    params: dict = {"owner": owner, "k": CANDIDATES, "limit": limit, "offset": offset, "rrf": RRF_K,
+                    "max_distance": MAX_SEMANTIC_DISTANCE, "margin": SEMANTIC_MARGIN,
+                    "cutoff": semantic_cutoff(space.model) if space is not None else MAX_SEMANTIC_DISTANCE}
     where = _filters(query, params)
     arms = []
     if query.fts_query.strip():
@@ -254,7 +309,6 @@ def search_rows(conn: Connection, owner: str, query: Query, *, limit: int, offse
                                                 m.id DESC) AS rank
                 FROM mail_messages m, (SELECT websearch_to_tsquery('english', :fts) AS tsq) q
                 WHERE m.owner = :owner AND m.tsv @@ q.tsq {where}
-                ORDER BY rank LIMIT :k
             )""")
     semantic = space is not None and vector is not None
     if semantic:
@@ -268,17 +322,17 @@ def search_rows(conn: Connection, owner: str, query: Query, *, limit: int, offse
             ),
             semantic_ranked AS (
                 SELECT id, distance, row_number() OVER (ORDER BY distance, id) AS rank
-                FROM nearest WHERE distance <= :max_distance
+                FROM nearest, (SELECT min(distance) AS best FROM nearest) b
+                WHERE b.best <= :cutoff
+                  AND distance <= LEAST(:max_distance, GREATEST(:cutoff, b.best + :margin))
             )""")
     if not arms:
-        # Only operators: newest first.
-        fused = f"""
-            fused AS (
+        matched = f"""
+            matched AS (
                 SELECT m.id, 0.0::float8 AS score, NULL::bigint AS text_rank, NULL::bigint AS semantic_rank,
-                       NULL::float8 AS semantic_distance, m.sent_at
+                       NULL::float8 AS semantic_distance, m.sent_at, m.thread_id, 0::bigint AS word_matches
                 FROM mail_messages m WHERE m.owner = :owner {where}
             )"""
-        order = "f.sent_at DESC NULLS LAST, f.id DESC"
     else:
         parts = []
         if query.fts_query.strip():
@@ -286,25 +340,45 @@ def search_rows(conn: Connection, owner: str, query: Query, *, limit: int, offse
                          "FROM text_ranked")
         if semantic:
             parts.append("SELECT id, NULL::bigint AS text_rank, rank AS semantic_rank, distance FROM semantic_ranked")
-        fused = f"""
+        matched = f"""
             fused AS (
                 SELECT id, sum(1.0 / (:rrf + coalesce(text_rank, semantic_rank)))::float8 AS score,
                        min(text_rank) AS text_rank, min(semantic_rank) AS semantic_rank,
-                       min(distance) AS semantic_distance, NULL::timestamptz AS sent_at
+                       min(distance) AS semantic_distance
                 FROM ({' UNION ALL '.join(parts)}) AS both_rankings
                 GROUP BY id
+            ),
+            matched AS (
+                SELECT f.*, m.sent_at, m.thread_id, count(f.text_rank) OVER () AS word_matches
+                FROM fused f JOIN mail_messages m ON m.id = f.id AND m.owner = :owner
             )"""
-        order = "f.score DESC, f.text_rank ASC NULLS LAST, f.id DESC"
+    order = _ORDERS[sort if arms or sort != "relevance" else "newest"]
+    if threads:
+        # One row per conversation: its first message in this order, and how many of it matched.
+        chosen = f"""
+            chosen AS (
+                SELECT f.*, count(*) OVER () AS total FROM (
+                    SELECT f.*, row_number() OVER (PARTITION BY f.thread_id ORDER BY {order}) AS in_thread,
+                           count(*) OVER (PARTITION BY f.thread_id) AS thread_matches
+                    FROM matched f) f
+                WHERE f.in_thread = 1
+            )"""
+        thread_size = ("(SELECT count(*) FROM mail_messages t WHERE t.owner = :owner "
+                       "AND (t.thread_id = p.thread_id OR t.message_id = p.thread_id))")
+    else:
+        chosen = "chosen AS (SELECT f.*, 1::bigint AS thread_matches, count(*) OVER () AS total FROM matched f)"
+        thread_size = "1::bigint"
     headline_query = ("websearch_to_tsquery('english', :fts)" if query.fts_query.strip()
                       else "websearch_to_tsquery('english', :headline_words)")
     params["headline_words"] = query.topic or ""
     sql = f"""
         {'SET LOCAL hnsw.ef_search = 100; SET LOCAL hnsw.iterative_scan = relaxed_order;' if semantic else ''}
-        WITH {','.join(arms + [fused])},
+        WITH {','.join(arms + [matched, chosen])},
         page AS (
-            SELECT f.*, count(*) OVER () AS total FROM fused f ORDER BY {order} LIMIT :limit OFFSET :offset
+            SELECT f.* FROM chosen f ORDER BY {order} LIMIT :limit OFFSET :offset
         )
-        SELECT p.id, p.score, p.text_rank, p.semantic_rank, p.semantic_distance, p.total,
+        SELECT p.id, p.score, p.text_rank, p.semantic_rank, p.semantic_distance, p.total, p.word_matches,
+               p.thread_matches, {thread_size} AS thread_size,
                m.message_id, m.thread_id, m.subject, m.from_name, m.from_addr, m.sent_at, m.has_attachments,
                ts_headline('english', left(m.body, 20000), {headline_query},
                            'StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=28, MinWords=12, '
@@ -441,3 +515,89 @@ def record_batch(conn: Connection, import_id: int, attempt: int, *, done: int, t
         "id": import_id, "attempt": attempt, "done": done, "total": total, "rate": rate, "eta": eta,
         "imported": imported, "duplicates": duplicates, "failed": failed,
         "failures": json.dumps([list(f) for f in failures])}).first()
+
+
+# -- labels and saved searches ----------------------------------------------------------------
+
+def add_label(conn: Connection, owner: str, message_pk: int, label: str) -> bool:
+    """Put ``label`` on one of ``owner``'s messages; False when the message is not theirs (a
+    label it already has changes nothing)."""
+    return conn.execute(text("""
+        WITH target AS (SELECT id FROM mail_messages WHERE id = :id AND owner = :owner),
+        added AS (
+            INSERT INTO mail_labels (owner, message_pk, label) SELECT :owner, id, :label FROM target
+            ON CONFLICT DO NOTHING
+        )
+        SELECT count(*) FROM target"""), {"owner": owner, "id": message_pk, "label": label}).scalar_one() > 0
+
+
+def label_count(conn: Connection, owner: str, message_pk: int) -> int:
+    return conn.execute(text("SELECT count(*) FROM mail_labels WHERE owner = :owner AND message_pk = :id"),
+                        {"owner": owner, "id": message_pk}).scalar_one()
+
+
+def remove_label(conn: Connection, owner: str, message_pk: int, label: str) -> None:
+    conn.execute(text("DELETE FROM mail_labels WHERE owner = :owner AND message_pk = :id AND label = :label"),
+                 {"owner": owner, "id": message_pk, "label": label})
+
+
+def labels_of(conn: Connection, owner: str, message_pks: Sequence[int]) -> dict[int, list[str]]:
+    """message id → its labels (sorted), for those of ``message_pks`` that have any."""
+    rows = conn.execute(text("""
+        SELECT message_pk, array_agg(label ORDER BY label) AS labels FROM mail_labels
+        WHERE owner = :owner AND message_pk = ANY(CAST(:ids AS bigint[])) GROUP BY message_pk"""),
+        {"owner": owner, "ids": list(message_pks)}).all()
+    return {row.message_pk: list(row.labels) for row in rows}
+
+
+def owner_labels(conn: Connection, owner: str, limit: int) -> list[tuple[str, int]]:
+    """``owner``'s labels with how many messages carry each, most used first."""
+    rows = conn.execute(text("""
+        SELECT label, count(*) AS n FROM mail_labels WHERE owner = :owner
+        GROUP BY label ORDER BY n DESC, label LIMIT :limit"""), {"owner": owner, "limit": limit}).all()
+    return [(row.label, row.n) for row in rows]
+
+
+def saved_search_rows(conn: Connection, owner: str, limit: int) -> list:
+    """``owner``'s saved searches (id, name, query), by name."""
+    return conn.execute(text("""
+        SELECT id, name, query FROM mail_saved_searches WHERE owner = :owner
+        ORDER BY lower(name), id LIMIT :limit"""), {"owner": owner, "limit": limit}).all()
+
+
+def save_search(conn: Connection, owner: str, name: str, query: str, most: int) -> bool:
+    """Save (or, under a name already used, replace) one of ``owner``'s searches; False when
+    ``owner`` has ``most`` saved searches already and this is a new name."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(:lock, hashtext(:owner))"),
+                 {"lock": SAVED_SEARCH_LOCK, "owner": owner})
+    replaced = conn.execute(text("""
+        UPDATE mail_saved_searches SET query = :query WHERE owner = :owner AND name = :name RETURNING id"""),
+        {"owner": owner, "name": name, "query": query}).first()
+    if replaced is not None:
+        return True
+    return conn.execute(text("""
+        INSERT INTO mail_saved_searches (owner, name, query)
+        SELECT :owner, :name, :query
+        WHERE (SELECT count(*) FROM mail_saved_searches WHERE owner = :owner) < :most
+        RETURNING id"""), {"owner": owner, "name": name, "query": query, "most": most}).first() is not None
+
+
+SAVED_SEARCH_LOCK = 727274010
+"""With the owner's name hashed, the advisory lock that keeps two saves from passing the limit."""
+
+
+def delete_saved_search(conn: Connection, owner: str, search_id: int) -> bool:
+    return conn.execute(text("DELETE FROM mail_saved_searches WHERE id = :id AND owner = :owner RETURNING id"),
+                        {"id": search_id, "owner": owner}).first() is not None
+
+
+# -- export -----------------------------------------------------------------------------------
+
+def export_rows(conn: Connection, owner: str, message_pks: Sequence[int]) -> list:
+    """``owner``'s messages of ``message_pks`` with what an mbox copy needs, in that order."""
+    return conn.execute(text("""
+        SELECT m.id, m.message_id, m.in_reply_to, m.subject, m.from_name, m.from_addr, m.to_addrs, m.cc_addrs,
+               m.sent_at, m.body, m.attachments, m.folder
+        FROM unnest(CAST(:ids AS bigint[])) WITH ORDINALITY AS t(id, n)
+        JOIN mail_messages m ON m.id = t.id AND m.owner = :owner
+        ORDER BY t.n"""), {"owner": owner, "ids": list(message_pks)}).all()

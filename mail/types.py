@@ -126,3 +126,7 @@ class SearchHit:
     semantic_rank: int | None
     semantic_distance: float | None
     has_attachments: bool = False
+    thread_size: int = 1
+    """Messages in its conversation, when results are grouped by conversation (else 1)."""
+    thread_matches: int = 1
+    """Of those, how many the search matched (the hit is the best of them)."""

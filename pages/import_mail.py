@@ -122,7 +122,8 @@ def _earlier(jobs: list[ImportJob]) -> None:
         st.dataframe([{"Import": job.label, "Status": STATUS[job.status].split(" ", 1)[1],
                        "Imported": job.imported, "Already here": job.duplicates, "Failed": job.failed,
                        "When": job.created_at, "Why it failed": job.error or ""} for job in jobs],
-                     hide_index=True, width="stretch")
+                     hide_index=True, width="stretch",
+                     column_config={"When": st.column_config.DatetimeColumn(format="distance")})
 
 
 def _imports() -> None:
@@ -212,7 +213,8 @@ demo_text, demo_button = st.columns([3, 1], vertical_alignment="center")
 demo_text.markdown("**No mailbox at hand?** Load the demo mailbox: 300 made-up messages about pets, "
                    "trips, invoices and family news, to try searching.")
 if demo_button.button("Load the demo mailbox", icon="🧪", key="demo_go", width="stretch"):
-    _queue(lambda queue: queue.enqueue_demo(owner))
+    if _queue(lambda queue: queue.enqueue_demo(owner)):
+        import_views.follow_demo()  # says "Demo mailbox loaded" once it is
 
 st.divider()
 st.header("Your imports")

@@ -10,14 +10,30 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import app_state
 import auth
+import message_view
+import search_tools
 from app_text import RELATION_NOTES
 from finder import WORDS_ONLY_NOTE, Picture
 from mail.query import MAX_QUERY_CHARS
+from mail.sql import SORTS
 from mail.store import message_count
 from mail.types import MailError, StorageError
 
 PAGE_SIZE = 20
+# The search box's examples: each finds something in the demo mailbox.
+PLACEHOLDER = 'dog · invoices from:novak · "Paris trip" newer_than:1y'
 _md = app_state.md
+
+
+def url_view() -> dict[str, str]:
+    """How the URL asks for the results to be shown: ``sort`` (newest, oldest; relevance when
+    absent) and ``threads=1`` (one row per conversation), only what differs from the default."""
+    view = {}
+    if st.query_params.get("sort") in SORTS[1:]:
+        view["sort"] = st.query_params["sort"]
+    if st.query_params.get("threads") == "1":
+        view["threads"] = "1"
+    return view
 
 
 def url_page() -> int:
@@ -26,6 +42,22 @@ def url_page() -> int:
         return max(0, int(st.query_params.get("page", "1")) - 1)
     except ValueError:
         return 0
+
+
+def url_message() -> int | None:
+    """The message the URL opens (``open=123``): it is shown in place of the results, so a
+    reload or a bookmark keeps it open and the browser's back button returns to the results."""
+    value = st.query_params.get("open", "")
+    return int(value) if value.isascii() and value.isdigit() and len(value) <= 18 else None
+
+
+def open_message(message_pk: int) -> None:
+    st.query_params["open"] = str(message_pk)
+    st.session_state["scroll_to_results"] = True
+
+
+def close_message() -> None:
+    st.query_params.pop("open", None)
 
 
 st.title("Search your mail")
@@ -63,33 +95,46 @@ if st.session_state.get("url_q") != url_query:  # opened, reloaded, or moved thr
     st.session_state["q"] = url_query
     st.session_state["url_q"] = url_query
 query = st.text_input(
-    "Search", key="q", placeholder='dog · invoices from:alice · "trip to Paris" after:2024-01-01',
-    label_visibility="collapsed")
-if query != url_query:  # a new search: a new entry in the history, from its first page
-    st.query_params.from_dict({"q": query} if query else {})
+    "Search", key="q", placeholder=PLACEHOLDER, label_visibility="collapsed")
+view = url_view()
+if query != url_query:  # a new search: a new entry in the history, from its first page, shown the same way
+    st.query_params.from_dict({"q": query, **view} if query else {})
     st.session_state["url_q"] = query
+read_as_line = st.empty()  # how the query was read, once it is parsed
 with st.expander("Search syntax"):
-    st.markdown(
-        "Free words and `\"quoted phrases\"`; `-word` leaves out messages with that word; "
-        "`from:name`, `to:name`, `subject:word`, `after:2024-01-31`, `before:2024-06`, "
-        "`newer_than:30d`, `has:attachment`. The words are matched exactly and by meaning, "
-        "so *puppy* also finds mail about a dog.")
+    st.markdown(search_tools.SYNTAX_HELP)
+search_tools.saved_searches_sidebar(engine, owner, query)
 
 if not query.strip():
     st.caption(f"{total_messages:,} messages. Type a topic to search them.")
     st.stop()
 
+# The order and the grouping live in the URL too (?sort=newest&threads=1); changing one starts
+# again from the first page.
+if st.session_state.get("url_view") != view or "sort" not in st.session_state:
+    st.session_state["sort"] = view.get("sort", SORTS[0])
+    st.session_state["threads"] = "threads" in view
+    st.session_state["url_view"] = view
+sort_col, threads_col = st.columns([1, 2], vertical_alignment="center")
+sort = sort_col.selectbox("Sort by", SORTS, key="sort", format_func=str.capitalize)
+threads = threads_col.toggle("Group by conversation", key="threads")
+chosen_view = {**({"sort": sort} if sort != SORTS[0] else {}), **({"threads": "1"} if threads else {})}
+if chosen_view != view:
+    st.query_params.from_dict({"q": query, **chosen_view})
+    st.session_state["url_view"] = view = chosen_view
+shown = {"sort": sort, "threads": threads}
+
 page = url_page()
 
 try:
     finder = app_state.finder()
-    found = finder.find(owner, query, page=page, page_size=PAGE_SIZE)
+    found = finder.find(owner, query, page=page, page_size=PAGE_SIZE, **shown)
     if page and not found.results.hits:  # a bookmarked page that is no more: the last one there is
-        found = finder.find(owner, query, page=0, page_size=PAGE_SIZE)
+        found = finder.find(owner, query, page=0, page_size=PAGE_SIZE, **shown)
         page = max(0, -(-found.results.total // PAGE_SIZE) - 1)
         if page:
-            found = finder.find(owner, query, page=page, page_size=PAGE_SIZE)
-        st.query_params.from_dict({"q": query, "page": str(page + 1)} if page else {"q": query})
+            found = finder.find(owner, query, page=page, page_size=PAGE_SIZE, **shown)
+        st.query_params.from_dict({"q": query, **view, **({"page": str(page + 1)} if page else {})})
 except StorageError as exc:
     app_state.database_down(exc.__cause__)
 except MailError as exc:
@@ -98,14 +143,18 @@ except MailError as exc:
 except SQLAlchemyError as exc:
     app_state.database_down(exc)
 results = found.results
+with read_as_line:
+    search_tools.read_as(found.query)
 
 
 def picture_lookup() -> Future[Picture]:
     """The topic's picture lookup, started once per topic typed, not on every rerun (opening a
-    message, paging), on the shared picture threads: the results never wait for it."""
+    message, paging), on the shared picture threads: the results never wait for it. A picture
+    banned since for this topic ("wrong match") is looked up again at once."""
     asked = (owner, found.topic)
     held = st.session_state.get("picture")
-    if held is None or held[0] != asked or st.session_state.get("picture_failed_shown"):
+    banned = held is not None and held[1].done() and not finder.still_served(held[1].result())
+    if held is None or held[0] != asked or st.session_state.get("picture_failed_shown") or banned:
         # A note shown once (the service was down) is not the last word: the next run asks again.
         held = (asked, app_state.picture_pool().submit(finder.picture, owner, found))
         st.session_state["picture"] = held
@@ -189,50 +238,12 @@ def scroll_to_results() -> None:
             unsafe_allow_javascript=True)
 
 
-lookup = picture_lookup() if found.topic else None
-st.html(_PHONE_CSS)
-results_col, image_col = st.columns([3, 1], gap="large")
-results_col = results_col.container(key="results")
-image_col = image_col.container(key="picture")
-
-with results_col:
-    st.caption(f"{results.total:,} messages · {_md(results.query.describe())}")
-    pager("top")
-    if st.session_state.pop("scroll_to_results", False):
-        scroll_to_results()
-    if found.words_only:
-        st.caption(WORDS_ONLY_NOTE)
-    if not results.hits:
-        st.info("Nothing matches. Try fewer words, or remove a filter.")
-    for hit in results.hits:
-        with st.container(border=True):
-            top, action = st.columns([5, 1])
-            when = hit.date.strftime("%d %b %Y") if hit.date else ""
-            top.markdown(f"**{_md(hit.subject) or '(no subject)'}**")
-            top.caption(" · ".join(part for part in (_md(hit.sender), when, "📎" if hit.has_attachments else "")
-                                   if part))
-            if hit.snippet:
-                top.markdown(hit.snippet, unsafe_allow_html=True)  # escaped text, matches in <mark>
-            if action.button("Open", key=f"open-{hit.id}"):
-                st.session_state["open"] = hit.id
-
-    pager("bottom")
-
-with image_col:
-    if lookup is not None:
-        if lookup.done():
-            show_picture(lookup.result())
-        else:
-            making_picture(lookup)
-
-
-def close_message() -> None:
-    st.session_state.pop("open", None)
-
-
-# Open until dismissed: the page running again when the picture arrives keeps it open.
-@st.dialog("Message", width="large", on_dismiss=close_message)
 def show_message(message_pk: int) -> None:
+    """The message and its thread in place of the results, as one element (`message_view`), so
+    that opening another never shows this one first; what came after it is hidden meanwhile."""
+    st.html(message_view.CSS + """<style>
+      .st-key-results [data-testid="stElementContainer"]:has(.message-view) ~ * { display: none; }</style>""")
+    st.button("← Back to results", key="close-message", on_click=close_message)
     try:
         conversation = finder.conversation(owner, message_pk)
     except (StorageError, SQLAlchemyError):
@@ -241,18 +252,64 @@ def show_message(message_pk: int) -> None:
     if conversation is None:
         st.warning("That message is not in your mailbox.")
         return
-    for item in conversation:
+    st.html(message_view.conversation_html(conversation))
+    if st.session_state.pop("scroll_to_results", False):  # opened from further down the results
+        scroll_to_results()
+
+
+lookup = picture_lookup() if found.topic else None
+st.html(_PHONE_CSS)
+results_col, image_col = st.columns([3, 1], gap="large")
+results_col = results_col.container(key="results")
+image_col = image_col.container(key="picture")
+
+with image_col:
+    if lookup is not None:
+        if lookup.done():
+            show_picture(lookup.result())
+        else:
+            making_picture(lookup)
+
+if (opened := url_message()) is not None:  # the message takes the results' place, the picture stays
+    with results_col:
+        show_message(opened)
+    st.stop()
+
+with results_col:
+    unit = ("conversation" if results.threads else "message") + ("" if results.total == 1 else "s")
+    st.caption(f"{results.total:,} {unit} · {_md(results.query.describe())}")
+    if results.hits:
+        search_tools.export_button(engine, owner, found.query, None if found.words_only else finder.embedder)
+    pager("top")
+    if st.session_state.pop("scroll_to_results", False):
+        scroll_to_results()
+    if found.words_only:
+        st.caption(WORDS_ONLY_NOTE)
+    if not results.hits and results.topic:
+        st.info(f"No message contains {_md(results.topic)}, and none is close in meaning. "
+                "Try other words, or remove a filter.")
+    elif not results.hits:
+        st.info("Nothing matches. Try fewer words, or remove a filter.")
+    elif results.meaning_only:
+        st.markdown(f"No message contains *{_md(results.topic)}*; these are the closest by meaning:")
+    hit_labels = search_tools.result_labels(engine, owner, [hit.id for hit in results.hits])
+    for hit in results.hits:
         with st.container(border=True):
-            st.markdown(f"**{_md(item.subject) or '(no subject)'}**")
-            st.caption(" · ".join(part for part in (
-                f"From {_md(item.sender)}", item.date.strftime("%d %b %Y %H:%M") if item.date else "",
-                f"to {_md(', '.join(item.to))}" if item.to else "") if part))
-            st.text(item.body)  # always plain text, never rendered as HTML or markdown
-            if item.attachments:
-                st.caption("Attachments: " + ", ".join(
-                    f"{_md(a.get('filename') or 'unnamed')} ({_md(a.get('content_type') or '')}, "
-                    f"{a.get('size', 0):,} bytes)" for a in item.attachments))
+            top, action = st.columns([5, 1])
+            when = hit.date.strftime("%d %b %Y") if hit.date else ""
+            top.markdown(f"**{_md(hit.subject) or '(no subject)'}**")
+            in_thread = (f"{hit.thread_size:,} messages" + (
+                f", {hit.thread_matches:,} match" if 1 < hit.thread_matches < hit.thread_size else "")
+                if results.threads and hit.thread_size > 1 else "")
+            top.caption(" · ".join(part for part in (_md(hit.sender), when, in_thread,
+                                                     "📎" if hit.has_attachments else "",
+                                                     search_tools.labels_caption(hit_labels.get(hit.id, [])))
+                                   if part))
+            if hit.snippet:
+                top.markdown(hit.snippet, unsafe_allow_html=True)  # escaped text, matches in <mark>
+            # Before the page runs again, so that this run draws the message, not the results.
+            action.button("Open", key=f"open-{hit.id}", on_click=open_message, args=(hit.id,))
+            with action:
+                search_tools.label_control(engine, owner, hit.id, hit_labels.get(hit.id, []))
 
-
-if st.session_state.get("open"):
-    show_message(st.session_state["open"])
+    pager("bottom")

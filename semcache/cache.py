@@ -8,6 +8,7 @@ every statement is in `semcache.store`.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import secrets
@@ -25,7 +26,9 @@ from semcache.admin import collect_blobs, evict
 from semcache.errors import BlobNotFound, EmbeddingError, GenerationError, SemcacheError, StorageError
 from semcache.budget import CostGuard
 from semcache.interfaces import BlobStore, Embedder, GeneratedImage, Generator
-from semcache.matching import EXACT, Match, Matcher
+from semcache.matching import (
+    ENTRY_LOOSEN_CAP, EXACT, EntryEvidence, Match, Matcher, check_error_bound, entry_threshold,
+)
 from semcache.normalize import check_threshold, clean, topic_key
 from semcache.store import Space
 from semcache.vectors import HNSW_HALFVEC_MAX_DIMENSIONS
@@ -100,6 +103,9 @@ class Neighbour:
     would_serve: bool
     relation: str = "unknown"
     score: float | None = None
+    threshold: float | None = None
+    """The threshold this entry is held to (its own, learned from verdicts, when the cache keeps
+    one per entry); None when the preview ran at 0 (the exact path alone)."""
 
 
 def _ms(start: float) -> float:
@@ -111,10 +117,17 @@ class SemanticCache:
 
     The collaborators are passed in: ``engine`` (SQLAlchemy, on a database holding the cache's
     own schema, `semcache.schema.upgrade(engine)`), an ``embedder``, a ``generator`` and a
-    ``blobs`` store. ``default_threshold`` is used until a threshold is stored in the database;
-    the stored one is read on every lookup, so a change made in one process applies in all.
+    ``blobs`` store. Each embedding space (model + dimensions) has its own threshold, since
+    distances of different models are not comparable: ``default_threshold`` is used in a space
+    until one is stored for it; the stored one is read on every lookup (in the lookup's one round
+    trip), so a change made in one process applies in all.
     A key being generated is claimed for ``generation_lease``, renewed every third of it while
     the generator runs; a claim whose process died is taken over once its lease runs out.
+    With ``entry_thresholds``, each entry is held to its own threshold, learned from the verdicts
+    on its serves (`semcache.matching.entry_threshold`): tighter after a wrong serve, looser with
+    confirmed good ones while its estimated share of wrong serves stays within the error bound
+    (``entry_error_bound`` until one is stored, `set_entry_error_bound`). Off, every entry is held
+    to the space's threshold.
     """
 
     def __init__(
@@ -135,6 +148,8 @@ class SemanticCache:
         matcher: Matcher | None = None,
         guard: CostGuard | None = None,
         generation_lease: timedelta = timedelta(seconds=10),
+        entry_thresholds: bool = False,
+        entry_error_bound: float = 0.05,
     ) -> None:
         self.engine = engine
         self.embedder = embedder
@@ -150,6 +165,8 @@ class SemanticCache:
         self.hnsw_ef_construction = int(hnsw_ef_construction)
         self.matcher = matcher or Matcher.plain()
         self.guard = guard
+        self.entry_thresholds = bool(entry_thresholds)
+        self.default_entry_error_bound = check_error_bound(entry_error_bound)
         self._lease_seconds = generation_lease.total_seconds()
         if not self._lease_seconds > 0:
             raise ValueError(f"generation_lease must be positive, not {generation_lease!r}.")
@@ -161,17 +178,50 @@ class SemanticCache:
 
     @property
     def threshold(self) -> float:
-        """The threshold in force: the stored one, else ``default_threshold``."""
+        """The threshold in force in the space in use: the one stored for it, else ``default_threshold``."""
         with store.connect(self.engine) as conn:
-            row = store.stored_threshold(conn)
+            row = store.stored_threshold(conn, self.embedder.model, int(self.embedder.dimensions))
         return store.threshold_value(None if row is None else row.value, self.default_threshold)
 
-    def set_threshold(self, value: float, *, actor: str | None = None) -> float:
-        """Store the threshold for every process; it applies from their next lookup."""
+    def set_threshold(self, value: float, *, actor: str | None = None, embedder: Embedder | None = None) -> float:
+        """Store the threshold of the space in use (or of ``embedder``'s space) for every process;
+        it applies from their next lookup in that space. Other spaces keep theirs."""
         value = check_threshold(value)
+        space = self.space(embedder)
         with store.begin(self.engine) as conn:
-            store.set_threshold(conn, value, actor)
+            store.set_threshold(conn, space, value, actor)
         return value
+
+    @property
+    def entry_error_bound(self) -> float:
+        """The largest estimated share of wrong serves at which an entry's own threshold may
+        loosen: the stored one, else ``entry_error_bound`` as given."""
+        with store.connect(self.engine) as conn:
+            stored = store.settings(conn, [store.ENTRY_ERROR_BOUND_SETTING]).get(store.ENTRY_ERROR_BOUND_SETTING)
+        return self.default_entry_error_bound if stored is None else float(stored)
+
+    def set_entry_error_bound(self, value: float, *, actor: str | None = None) -> float:
+        """Store the error bound of the entries' own thresholds for every process (0 to 1)."""
+        value = check_error_bound(value)
+        with store.begin(self.engine) as conn:
+            store.set_setting(conn, store.ENTRY_ERROR_BOUND_SETTING, json.dumps(value), actor)
+        return value
+
+    def own_threshold(self, evidence: EntryEvidence, threshold: float, error_bound: float) -> float:
+        """The threshold an entry with ``evidence`` is held to now (the space's own when entries
+        keep none)."""
+        if not self.entry_thresholds:
+            return threshold
+        return entry_threshold(threshold, evidence, error_bound)
+
+    def banned(self, result: CacheResult) -> bool:
+        """Whether a wrong-match verdict recorded since bans what ``result`` served for its topic:
+        its entry, or another entry with the same picture. Exact hits and new pictures are the
+        topic's own, never banned."""
+        if result.kind != "semantic":
+            return False
+        with store.connect(self.engine) as conn:
+            return store.is_banned(conn, result.key, result.served_key, result.blob_key)
 
     # ------------------------------------------------------------------ lookups
 
@@ -229,13 +279,14 @@ class SemanticCache:
         space = self.space()
         t = time.perf_counter()
         with store.connect(self.engine) as conn:
-            # One round trip: the stored threshold, the exact entry, and (only when there is no
+            # One round trip: the space's stored threshold, the exact entry, and (only when there is no
             # exact entry) the phrase's cached embedding.
             row = store.lookup(conn, state.key, state.canon, space, self.max_age)
             state.search_ms += _ms(t)
             if threshold is None:
                 threshold = store.threshold_value(row.stored_threshold, self.default_threshold)
             state.threshold = threshold
+            state.error_bound = store.threshold_value(row.stored_error_bound, self.default_entry_error_bound)
             if row.id is not None:
                 hit = self._serve(conn, state, "exact", row.id, row.key, Match(EXACT, 0.0, 0.0), row.blob_key,
                                   row.detail, fetch_image)
@@ -256,7 +307,7 @@ class SemanticCache:
         if threshold <= 0:
             return None
         t = time.perf_counter()
-        best = self._nearest(conn, space, vector, state.key, threshold)
+        best = self._nearest(conn, space, vector, state.key, threshold, state.error_bound)
         state.search_ms += _ms(t)
         if best is None:
             return None
@@ -503,26 +554,32 @@ class SemanticCache:
         return store.candidates(conn, space, vector, key, k, ef_search=self.ef_search, max_age=self.max_age)
 
     def _nearest(self, conn: Connection, space: Space, vector: np.ndarray, key: str,
-                 threshold: float) -> tuple[object, Match] | None:
-        """The candidate the matcher scores best within ``threshold``, with its match."""
-        return self._choose(self._candidates(conn, space, vector, key, self.candidates), key, threshold)[0]
+                 threshold: float, error_bound: float) -> tuple[object, Match] | None:
+        """The candidate the matcher scores best within its threshold, with its match."""
+        rows = self._candidates(conn, space, vector, key, self.candidates)
+        return self._choose(rows, key, threshold, error_bound)[0]
 
-    def _choose(self, rows: Sequence, key: str, threshold: float) -> tuple[tuple[object, Match] | None, dict]:
-        """The best of ``rows`` (nearest first) for ``key`` at ``threshold``, and the matches it
-        scored (by entry id). A row further than the threshold times the matcher's stretch cannot
-        win, nor can one whose best possible score is already beaten: neither is looked up."""
+    def _choose(self, rows: Sequence, key: str, threshold: float,
+                error_bound: float | None = None) -> tuple[tuple[object, Match] | None, dict]:
+        """The best of ``rows`` (nearest first) for ``key`` at ``threshold`` (each entry at its own,
+        with ``entry_thresholds``), and the matches it scored (by entry id). A row further than the
+        largest threshold times the matcher's stretch cannot win, nor can one whose best possible
+        score is already beaten: neither is looked up."""
         best: tuple[object, Match] | None = None
         scored: dict[int, Match] = {}
         if threshold <= 0:
             return None, scored
         stretch = self.matcher.stretch
+        reach = (threshold + ENTRY_LOOSEN_CAP if self.entry_thresholds else threshold) * stretch
+        bound = self.default_entry_error_bound if error_bound is None else error_bound
         for row in rows:
-            if row.distance > threshold * stretch or (best is not None and row.distance / stretch >= best[1].score):
+            if row.distance > reach or (best is not None and row.distance / stretch >= best[1].score):
                 break
             if row.banned or row.key == key:
                 continue
             match = scored[row.entry_id] = self.matcher.match(key, row.key, row.distance)
-            if match.serves(threshold) and (best is None or match.score < best[1].score):
+            own = self.own_threshold(EntryEvidence.of(row), threshold, bound) if self.entry_thresholds else threshold
+            if match.serves(own) and (best is None or match.score < best[1].score):
                 best = (row, match)
         return best, scored
 
@@ -550,19 +607,21 @@ class SemanticCache:
         """The ``k`` cached phrases nearest to ``topic``, and which one `get` would serve now."""
         key = topic_key(topic, self.max_topic_chars)
         threshold = self.threshold if threshold is None else check_threshold(threshold)
+        bound = self.entry_error_bound if self.entry_thresholds else self.default_entry_error_bound
         space = self.space()
         vector = self.embedding(topic)
         with store.connect(self.engine) as conn:
             rows = self._candidates(conn, space, vector, key, k)
         exact = next((row for row in rows if row.key == key), None)
-        best, _ = (None, {}) if exact is not None else self._choose(rows, key, threshold)
+        best, _ = (None, {}) if exact is not None else self._choose(rows, key, threshold, bound)
         chosen = exact.entry_id if exact is not None else best[0].entry_id if best is not None else None
         out = []
         for row in rows:
             match = self.matcher.match(key, row.key, row.distance)
             out.append(Neighbour(entry_id=row.entry_id, key=row.key, distance=float(row.distance),
                                  blob_key=row.blob_key, banned=row.banned, would_serve=row.entry_id == chosen,
-                                 relation=match.relation, score=match.score))
+                                 relation=match.relation, score=match.score,
+                                 threshold=self.own_threshold(EntryEvidence.of(row), threshold, bound)))
         return out
 
     def _is_fresh(self, created_at: datetime) -> bool:
@@ -622,6 +681,8 @@ class _Lookup:
     canon: str = ""
     user: str | None = None
     threshold: float | None = None
+    error_bound: float | None = None
+    """The stored error bound of the entries' own thresholds, read with the threshold."""
     embedded: bool = False
     embed_ms: float | None = None
     search_ms: float = 0.0

@@ -2,11 +2,11 @@
 
     COMMAND get "TOPIC" [--threshold T] [--json] [--out FILE.png]
     COMMAND stats [--json]
-    COMMAND threshold [T]
+    COMMAND threshold [T]                     (of the embedding space in use)
     COMMAND entries [--limit N] [--json]
     COMMAND delete "PHRASE"
     COMMAND wrong "QUERY" "SERVED PHRASE"
-    COMMAND reembed --model NAME
+    COMMAND reembed --model NAME [--pairs FILE] [--max-false-hits 0.01] [--apply [--accept-thin]] [--json]
 
 `main` is handed how a cache and an embedder are built, so an application runs these commands
 on its own wiring (``prog`` names its command); `python -m semcache` builds them from flags
@@ -44,7 +44,8 @@ def add_commands(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     stats = commands.add_parser("stats", help="lookups, hits, generations, money spent and saved")
     stats.add_argument("--json", action="store_true")
 
-    threshold = commands.add_parser("threshold", help="show, or set for every process, the threshold")
+    threshold = commands.add_parser("threshold", help="show, or set for every process, the threshold of the "
+                                                      "embedding space in use")
     threshold.add_argument("value", nargs="?", type=float, help="new cosine distance (0 to 2)")
 
     entries = commands.add_parser("entries", help="list cached phrases")
@@ -60,6 +61,13 @@ def add_commands(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
     reembed = commands.add_parser("reembed", help="embed every cached phrase with another model")
     reembed.add_argument("--model", required=True, help='"local" or an OpenAI embedding model name')
+    reembed.add_argument("--pairs", type=Path, help="judged pairs (text_a<TAB>text_b<TAB>label) to propose the new "
+                                                    "space's threshold from; default: the recorded verdicts")
+    reembed.add_argument("--max-false-hits", type=float, default=0.01, metavar="RATE",
+                         help="largest share of wrong pictures the proposal accepts (default 0.01)")
+    reembed.add_argument("--apply", action="store_true", help="store the proposed threshold for the new space")
+    reembed.add_argument("--accept-thin", action="store_true",
+                         help="with --apply: apply it even on fewer than 30 negatives")
     reembed.add_argument("--json", action="store_true")
     return parser
 
@@ -113,6 +121,7 @@ def _run(args: argparse.Namespace, build_cache: CacheFactory, build_embedder: Em
     if args.command == "threshold":
         value = cache.threshold if args.value is None else cache.set_threshold(args.value, actor="cli")
         print(f"{value:.4f}")
+        print(f"for {cache.embedder.model} ({cache.embedder.dimensions} dims)", file=sys.stderr)
         return 0
     if args.command == "entries":
         rows = admin.entries(limit=args.limit)
@@ -135,13 +144,28 @@ def _run(args: argparse.Namespace, build_cache: CacheFactory, build_embedder: Em
         print(f"{args.query!r} will not be served by {args.served!r} again")
         return 0
     if args.command == "reembed":
+        if not 0.0 <= args.max_false_hits <= 1.0:
+            print("error: --max-false-hits is a share of pairs, from 0 to 1.", file=sys.stderr)
+            return 2
+        pairs = None
+        if args.pairs is not None:
+            from semcache.eval import read_pairs
+
+            try:
+                pairs = read_pairs(args.pairs)
+            except (OSError, ValueError, UnicodeDecodeError) as exc:
+                print(f"error: the pairs file cannot be read: {exc}", file=sys.stderr)
+                return 2
         embedder = build_embedder(args.model)
-        count = admin.reembed(embedder, progress=lambda done, total: print(
-            f"\r{done}/{total}", end="", file=sys.stderr, flush=True))
+        done = admin.reembed(embedder, pairs=pairs, max_false_hit_rate=args.max_false_hits, apply=args.apply,
+                             accept_thin=args.accept_thin, actor="cli", progress=lambda n, total: print(
+                                 f"\r{n}/{total}", end="", file=sys.stderr, flush=True))
         if args.json:
-            print(json.dumps({"model": embedder.model, "dimensions": embedder.dimensions, "embedded": count}))
+            print(json.dumps({"model": embedder.model, "dimensions": embedder.dimensions, "embedded": done.embedded,
+                              "proposal": done.proposal.as_dict()}))
         else:
-            print(f"\nembedded {count} phrases with {embedder.model} ({embedder.dimensions} dims); "
+            print(f"\nembedded {done.embedded} phrases with {embedder.model} ({embedder.dimensions} dims); "
                   "point the app at that model to use them")
+            print("\n".join(done.proposal.lines()))
         return 0
     raise AssertionError(args.command)

@@ -90,6 +90,86 @@ def _ratio(a: int, b: int) -> float | None:
     return round(a / b, 4) if b else None
 
 
+# ---------------------------------------------------------------------- how much the evidence knows
+
+MIN_NEGATIVES = 30
+"""Fewer pairs that may not share a picture than this, and a recommendation is too thin to trust
+on its own: with 0 of 30 served, the false-hit rate may still be as high as 11%."""
+
+
+def wilson(successes: int, trials: int, z: float = 1.96) -> tuple[float, float] | None:
+    """The Wilson score interval (95% for the default ``z``) of a rate seen ``successes`` times
+    in ``trials``; None without trials. Unlike the normal approximation it stays inside 0..1 and
+    says something at 0 of n: 0 of 30 gives 0..0.114."""
+    if trials <= 0:
+        return None
+    if not 0 <= successes <= trials:
+        raise ValueError(f"{successes} successes in {trials} trials is not a rate.")
+    p = successes / trials
+    z2 = z * z
+    centre = (p + z2 / (2 * trials)) / (1 + z2 / trials)
+    half = z / (1 + z2 / trials) * math.sqrt(p * (1 - p) / trials + z2 / (4 * trials * trials))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """A threshold with the evidence behind it: how many pairs judged it, what it serves of
+    them, and the 95% Wilson intervals of both rates."""
+
+    threshold: float
+    max_false_hit_rate: float
+    positives: int
+    negatives: int
+    hits: int
+    false_hits: int
+    hit_rate: float | None
+    false_hit_rate: float | None
+    hit_interval: tuple[float, float] | None
+    false_hit_interval: tuple[float, float] | None
+    min_negatives: int = MIN_NEGATIVES
+
+    @property
+    def thin(self) -> bool:
+        """Too few negatives to trust the false-hit rate: applying it wants a confirmation."""
+        return self.negatives < self.min_negatives
+
+    def as_dict(self) -> dict:
+        return {"threshold": self.threshold, "max_false_hit_rate": self.max_false_hit_rate,
+                "positives": self.positives, "negatives": self.negatives, "hits": self.hits,
+                "false_hits": self.false_hits, "hit_rate": self.hit_rate, "false_hit_rate": self.false_hit_rate,
+                "hit_interval": _rounded(self.hit_interval), "false_hit_interval": _rounded(self.false_hit_interval),
+                "min_negatives": self.min_negatives, "thin": self.thin}
+
+
+def evidence(scored: "Scored", threshold: float, max_false_hit_rate: float = 0.0, *,
+             min_negatives: int = MIN_NEGATIVES) -> Recommendation:
+    """What the judged pairs say of ``threshold``: counts, rates and their intervals."""
+    served = scored.served(threshold)
+    pos, neg = scored.labels == 1, scored.labels == 0
+    positives, negatives = int(pos.sum()), int(neg.sum())
+    hits, false_hits = int((served & pos).sum()), int((served & neg).sum())
+    return Recommendation(threshold=round(float(threshold), 4), max_false_hit_rate=max_false_hit_rate,
+                          positives=positives, negatives=negatives, hits=hits, false_hits=false_hits,
+                          hit_rate=_ratio(hits, positives), false_hit_rate=_ratio(false_hits, negatives),
+                          hit_interval=wilson(hits, positives), false_hit_interval=wilson(false_hits, negatives),
+                          min_negatives=min_negatives)
+
+
+def recommendation(scored: "Scored", max_false_hit_rate: float, *,
+                   min_negatives: int = MIN_NEGATIVES) -> Recommendation | None:
+    """The largest threshold keeping the false-hit rate of the judged pairs within the limit
+    (`Scored.recommend`), with its evidence; None without negatives to judge by."""
+    threshold = scored.recommend(max_false_hit_rate)
+    if threshold is None:
+        return None
+    return evidence(scored, threshold, max_false_hit_rate, min_negatives=min_negatives)
+
+
+def _rounded(interval: tuple[float, float] | None) -> list[float] | None:
+    return None if interval is None else [round(interval[0], 4), round(interval[1], 4)]
+
+
 # ---------------------------------------------------------------------- reading pairs
 
 def read_pairs(path: Path | str, *, positive_min: float = 7.0, negative_max: float = 3.0,
@@ -167,7 +247,9 @@ def score_pairs(pairs: Sequence[Pair], embedder: Embedder, matcher: Matcher, *,
 def report(scored: Scored, *, model: str, default_threshold: float, max_false_hit_rate: float = 0.01,
            matcher: Matcher | None = None, thresholds: Iterable[float] = GRID) -> dict:
     """The JSON report: counts, rates at the default, the recommendation and the curve."""
-    recommended = scored.recommend(max_false_hit_rate)
+    rec = recommendation(scored, max_false_hit_rate)
+    recommended = None if rec is None else rec.threshold
+    now = evidence(scored, default_threshold)
     by_relation: dict[str, Counter] = {}
     for relation, label in zip(scored.relations, scored.labels):
         by_relation.setdefault(relation, Counter())["positives" if label == 1 else "negatives"] += 1
@@ -178,11 +260,16 @@ def report(scored: Scored, *, model: str, default_threshold: float, max_false_hi
         "negatives": int((scored.labels == 0).sum()),
         "skipped": scored.skipped,
         "default_threshold": default_threshold,
-        "at_default": _without_threshold(scored.rates(default_threshold)),
+        "at_default": {**_without_threshold(scored.rates(default_threshold)),
+                       "hit_interval": _rounded(now.hit_interval),
+                       "false_hit_interval": _rounded(now.false_hit_interval)},
         "recommended": {
             "max_false_hit_rate": max_false_hit_rate,
             "threshold": recommended,
             **(_without_threshold(scored.rates(recommended)) if recommended is not None else {}),
+            **({k: v for k, v in rec.as_dict().items() if k not in ("threshold", "max_false_hit_rate",
+                                                                     "hit_rate", "false_hit_rate")}
+               if rec is not None else {"thin": True, "min_negatives": MIN_NEGATIVES}),
         },
         "curve": [scored.rates(t) for t in thresholds],
         "relations": {k: dict(v) for k, v in sorted(by_relation.items())},

@@ -24,10 +24,12 @@ what users get.
 from __future__ import annotations
 
 import math
+import numbers
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from semcache.errors import InvalidThreshold
 from semcache.lexicon import Relation, WordNet
 from semcache.phrases import judge
 
@@ -186,3 +188,62 @@ class Matcher:
             "missing_wordnet": self.missing,
             "weights": self.weights if self.uses_lexicon else None,
         }
+
+
+ENTRY_LOOSEN_CAP = 0.10
+"""How far above the space's threshold an entry's own threshold may ever loosen."""
+
+
+@dataclass(frozen=True)
+class EntryEvidence:
+    """What one cached entry learned from verdicts on its serves ("wrong match", "good match",
+    bans), as its row keeps it: scores are distances as the matcher counted them."""
+
+    right: int = 0
+    wrong: int = 0
+    right_score: float | None = None
+    """The largest score at which it was served rightly, below every wrong one."""
+    wrong_score: float | None = None
+    """The smallest score at which it was served wrongly."""
+
+    @classmethod
+    def of(cls, row: object) -> "EntryEvidence":
+        """From a row with ``serves_right, serves_wrong, right_score, wrong_score``."""
+        return cls(int(row.serves_right or 0), int(row.serves_wrong or 0), row.right_score, row.wrong_score)
+
+    def false_serve_bound(self) -> float | None:
+        """The upper end of the 95% Wilson interval of this entry's share of wrong serves; None
+        before any verdict."""
+        from semcache.eval import wilson  # the evaluation imports this module
+
+        interval = wilson(self.wrong, self.right + self.wrong)
+        return None if interval is None else interval[1]
+
+
+def check_error_bound(value: object) -> float:
+    """A share of wrong serves in [0, 1] as a float, or InvalidThreshold."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0.0 <= float(value) <= 1.0:
+        raise InvalidThreshold(f"The error bound is a share of wrong pictures between 0 and 1, not {value!r}.")
+    return float(value)
+
+
+def entry_threshold(threshold: float, evidence: EntryEvidence, error_bound: float,
+                    cap: float = ENTRY_LOOSEN_CAP) -> float:
+    """The threshold one entry is held to, from the space's ``threshold`` and what it learned
+    (the idea of vCache, arXiv 2502.03771: a threshold per entry under an error bound).
+
+    It tightens to just below the smallest score of a wrong serve: that one and anything as far
+    are never served again. It loosens to its largest confirmed-good score only while the upper
+    end of the Wilson interval of its share of wrong serves stays within ``error_bound``, and
+    never more than ``cap`` above ``threshold``. With no verdicts it is ``threshold``; at 0 the
+    exact path alone serves, as everywhere."""
+    if threshold <= 0:
+        return threshold
+    own = threshold
+    if evidence.right_score is not None and evidence.right_score > threshold:
+        bound = evidence.false_serve_bound()
+        if bound is not None and bound <= error_bound:
+            own = min(float(evidence.right_score), threshold + cap)
+    if evidence.wrong_score is not None and own >= evidence.wrong_score:
+        own = math.nextafter(float(evidence.wrong_score), -math.inf)
+    return own

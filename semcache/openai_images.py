@@ -21,6 +21,8 @@ __all__ = ["OpenAIImageGenerator", "DEFAULT_PROMPT"]
 
 DEFAULT_PROMPT = "A simple pixel-art icon of {topic}, 32x32 sprite style, plain background, no text."
 
+VARIANT_PROMPT = "Version {n}: a different design from the earlier versions."
+
 _MAX_IMAGE_PIXELS = 4096 * 4096
 
 
@@ -75,12 +77,16 @@ class OpenAIImageGenerator:
     def __repr__(self) -> str:
         return f"OpenAIImageGenerator(model={self.model!r}, size={self.size!r})"
 
-    def prompt(self, topic: str) -> str:
-        """The prompt sent for ``topic``."""
-        return self.prompt_template.replace("{topic}", prompt_topic(topic, self.max_topic_chars))
+    def prompt(self, topic: str, variant: int = 0) -> str:
+        """The prompt sent for ``topic``; a ``variant`` above 0 asks for another take on it."""
+        prompt = self.prompt_template.replace("{topic}", prompt_topic(topic, self.max_topic_chars))
+        return prompt if variant <= 0 else f"{prompt} {VARIANT_PROMPT.format(n=variant + 1)}"
 
-    def generate(self, topic: str, embedding: np.ndarray | None = None) -> GeneratedImage:
-        params: dict[str, Any] = {"model": self.model, "prompt": self.prompt(topic), "n": 1, "size": self.size}
+    def generate(self, topic: str, embedding: np.ndarray | None = None, *, variant: int = 0) -> GeneratedImage:
+        """A new picture of ``topic``. ``variant`` n > 0 (a regeneration) asks for another design
+        than before, so the same phrase does not come back as the same picture."""
+        params: dict[str, Any] = {"model": self.model, "prompt": self.prompt(topic, variant), "n": 1,
+                                  "size": self.size}
         if self.quality is not None:
             params["quality"] = self.quality
         if self.model.startswith("dall-e"):

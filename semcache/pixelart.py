@@ -3,7 +3,7 @@
 Every image in the cache goes through ``pixelate``. ``EmojiPixelArtGenerator`` is the default
 generator: it picks the emoji whose name is closest in meaning to the topic, renders it from the
 Noto Color Emoji font and pixelates it; where no emoji fits, it draws a sprite seeded by the
-topic's embedding instead. It needs no network.
+topic's embedding instead. It needs no network. `PickRules` says which emoji may be picked.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Sequence
 
 import emoji as emoji_data
 import numpy as np
@@ -28,9 +28,12 @@ from PIL import Image, ImageDraw, ImageFont
 from semcache.errors import EmbeddingError, GenerationError, InvalidTopic
 from semcache.interfaces import Embedder, GeneratedImage
 
+if TYPE_CHECKING:
+    from semcache.lexicon import WordNet
+
 __all__ = [
     "GRID", "PALETTE_COLORS", "OUTPUT_SIZE", "EMOJI_FONT_CANDIDATES", "DEFAULT_MIN_SIMILARITY",
-    "pixelate", "find_emoji_font", "EmojiMatch", "CatalogueStats", "EmojiPixelArtGenerator",
+    "pixelate", "find_emoji_font", "EmojiMatch", "CatalogueStats", "PickRules", "EmojiPixelArtGenerator",
     "sprite", "sprite_projection",
 ]
 
@@ -89,6 +92,217 @@ _AMBIGUOUS_FLAGS = frozenset({
     "AC", "CK", "CL", "CX", "GE", "GG", "GS", "HM", "IM", "JE", "JO", "NE", "RE", "TD", "TR",
 })
 _EMBED_BATCH = 512
+_TYPED = "typed in the topic"
+_TYPED_SCAN_CHARS = 1000
+"""How much of a topic is looked at for typed emoji and place names (topics are short; this bounds the work)."""
+_TYPED_MAX = 8
+_KIND_SIMILARITY = 0.75
+_PLACE_SIMILARITY = 0.6
+"""The least similarity of the flag of a place the topic names ("weekend in Rome": 🇮🇹), so it
+wins over loose matches of the topic's other words but not over a thing named as clearly."""
+_PLACE_WORDS = 12
+"""Words of a topic looked up as place names (in runs of one to three)."""
+
+ERROR_LOOKING = frozenset(
+    "\u274c\u274e\u26d4\U0001F6AB\u26a0\U0001F6D1\u2757\u2755\u2753\u2754\u203c\u2049\U0001F6B7\U0001F6B3"
+    "\U0001F6AD\U0001F6AF\U0001F6B1\U0001F4F5\U0001F51E\u2622\u2623\U0001F4A2\u2716\U0001F198\U0001F196"
+    "\u2796\U0001F645")
+"""Emoji that read as an error or a refusal beside search results (cross marks, "no entry",
+prohibited, warning, stop, question and exclamation marks, radioactive): never picked by meaning."""
+_ERROR_WORDS = ("prohibited", "cross mark", "warning", "exclamation", "question mark", "no entry",
+                "stop sign", "radioactive", "biohazard", "anger symbol", "multiply", "sos button")
+_SYMBOL_WORDS = frozenset({"button", "sign", "symbol", "mark", "arrow", "square", "circle", "suit",
+                           "triangle", "diamond", "keycap"})
+"""The last word of the names of emoji that are signs rather than things (``club suit``,
+``P button``, ``hot springs`` is a thing): they lose ``PickRules.symbol_penalty``."""
+_PLACE_KINDS = frozenset({"district", "geographical_area", "country", "city", "town", "island",
+                          "state", "province", "region"})
+"""What WordNet files a place under (its instance's ancestors): "Paris" is an instance of a
+national capital, a kind of city, of district..."""
+
+KEYWORDS: dict[str, str] = {
+    "🚀": "space|spacecraft|space travel|launch",
+    "🛸": "ufo|alien spaceship|flying saucer",
+    "🛰️": "satellite|space station|orbit",
+    "🏡": "cottage|home|country house|holiday home",
+    "🏠": "home|house|apartment|residence",
+    "🏘️": "houses|neighbourhood|real estate",
+    "🏢": "office|office building|apartment building|company",
+    "🏨": "hotel|hotel booking|accommodation",
+    "🏥": "hospital|clinic|medical",
+    "🏦": "bank|banking|loan|mortgage",
+    "🏫": "school|classes|teacher|pupils",
+    "🏛️": "museum|government|court|classical building",
+    "🏰": "castle|palace",
+    "⛪": "church",
+    "💒": "wedding|marriage|chapel",
+    "💍": "ring|engagement|anniversary|proposal",
+    "💐": "bouquet|flowers|florist",
+    "🌹": "rose|romance",
+    "🎂": "birthday|birthday cake|birthday party",
+    "🎉": "party|celebration|congratulations|party popper",
+    "🎊": "celebration|confetti",
+    "🎈": "balloon|party",
+    "🎁": "gift|present|wrapped gift",
+    "🥳": "party|celebrate|partying",
+    "🎄": "christmas|christmas tree|holidays",
+    "🎅": "santa|christmas",
+    "🎃": "halloween|jack-o-lantern|pumpkin",
+    "👻": "ghost|halloween|spooky",
+    "🐣": "easter|chick|hatching",
+    "🐰": "bunny|rabbit|easter bunny",
+    "🥚": "egg|easter egg",
+    "🦃": "turkey|thanksgiving",
+    "🎆": "fireworks|new year|new year's eve",
+    "🥂": "cheers|toast|champagne|celebration",
+    "💘": "valentine|valentine's day|love",
+    "❤️": "love|heart|romance",
+    "💌": "love letter|invitation",
+    "✉️": "letter|mail|envelope",
+    "📧": "email|e-mail",
+    "📰": "newspaper|newsletter|news",
+    "📦": "package|parcel|delivery|shipment|box",
+    "🚚": "delivery|delivery truck|moving|shipping",
+    "📫": "mailbox|post",
+    "🧾": "receipt|invoice|bill|accounting|expenses",
+    "💵": "money|cash|dollar|salary|payment|payroll",
+    "💰": "money|money bag|savings|wealth|budget",
+    "💸": "money transfer|spending|refund|payment",
+    "💳": "credit card|card payment|card statement",
+    "💶": "euro|money|payment",
+    "📈": "chart|growth|stocks|investment|portfolio",
+    "📊": "bar chart|report|statistics|spreadsheet|figures",
+    "📉": "decline|losses",
+    "📋": "clipboard|checklist|form",
+    "📝": "memo|notes|writing|minutes|to do list",
+    "📅": "calendar|date|appointment|schedule",
+    "🗓️": "calendar|planner|schedule",
+    "⏰": "alarm clock|deadline|reminder|wake up",
+    "⌛": "hourglass|time running out",
+    "💼": "briefcase|business|work|job|career",
+    "👔": "tie|office wear|formal",
+    "🤝": "handshake|agreement|deal|partnership",
+    "💻": "laptop|computer|notebook",
+    "📱": "mobile phone|smartphone|phone|cell phone",
+    "🖨️": "printer|printing",
+    "🌐": "internet|web|world wide web|network",
+    "📶": "wifi|signal|internet connection|antenna bars",
+    "🔑": "key|password|access|login",
+    "🔒": "lock|locked|security|privacy",
+    "🔧": "wrench|repair|maintenance|plumber|fix",
+    "🛠️": "tools|repair|maintenance|workshop",
+    "🦷": "tooth|dentist|dental",
+    "🩺": "stethoscope|doctor|check-up|medical appointment",
+    "💉": "syringe|vaccine|vaccination|injection|shot",
+    "💊": "pill|medicine|prescription|pharmacy|drugs",
+    "🏋️": "weight lifting|gym|fitness|workout",
+    "💪": "muscle|strength|fitness|gym",
+    "🧘": "yoga|meditation|mindfulness",
+    "⚽": "soccer|football|soccer ball",
+    "🎾": "tennis",
+    "🏊": "swimming|swimmer|pool",
+    "⛷️": "skiing|skier|ski holiday",
+    "🎿": "ski|skis|skiing",
+    "🏖️": "beach|seaside|vacation",
+    "🏝️": "island|tropical island|holiday",
+    "☀️": "sun|sunny|summer",
+    "🌴": "palm tree|tropics|vacation",
+    "❄️": "snow|snowflake|winter|cold",
+    "☃️": "snowman|snow|winter",
+    "🌧️": "rain|rainy|weather|forecast",
+    "☔": "umbrella with rain|rain|rainy",
+    "🎵": "music|song|concert",
+    "🎤": "microphone|concert|karaoke|talk|conference",
+    "🎟️": "tickets|admission|event tickets",
+    "🎫": "ticket|pass|boarding pass",
+    "🎬": "movie|film|cinema|clapper board",
+    "🍿": "popcorn|movies|cinema",
+    "📚": "books|library|reading|study",
+    "📖": "book|reading|recipe book",
+    "🍕": "pizza",
+    "🍽️": "dinner|restaurant|meal|dining",
+    "🍴": "restaurant|cutlery|lunch",
+    "☕": "coffee|cafe|espresso",
+    "🛒": "shopping cart|groceries|shopping|supermarket",
+    "🐶": "dog|puppy|pet",
+    "🐕": "dog|pet",
+    "🐱": "cat|kitten|pet",
+    "🐈": "cat|kitten",
+    "🐎": "horse|horse riding",
+    "🦁": "lion|zoo|safari",
+    "🌻": "sunflower|garden|flowers",
+    "🪴": "potted plant|houseplant|gardening",
+    "🌱": "seedling|plants|gardening|sprout",
+    "⚡": "electricity|power|lightning|energy",
+    "💡": "light bulb|idea|electricity",
+    "🔌": "electric plug|electricity|power",
+    "✈️": "airplane|flight|air travel|plane",
+    "🛫": "departure|flight|take off",
+    "🚆": "train|rail|train journey",
+    "🚗": "car|automobile|driving",
+    "🚲": "bicycle|bike|cycling",
+    "🚢": "ship|cruise|ferry",
+    "🛳️": "passenger ship|cruise ship|cruise",
+    "⛵": "sailboat|sailing|yacht",
+    "🏕️": "camping|campsite|tent",
+    "🥾": "hiking|hiking boot|trekking",
+    "⛰️": "mountain|mountains|hills",
+    "🎣": "fishing|fishing rod",
+    "🗽": "statue of liberty|liberty",
+    "🗼": "tokyo|tower",
+    "🎓": "graduation|diploma|university|degree",
+    "🧑‍🏫": "teacher|school|lesson",
+    "🎹": "piano|keyboard|musical instrument",
+    "🎸": "guitar|rock music",
+    "📷": "camera|photos|photography|pictures",
+    "🎮": "video game|gaming|games console",
+    "⚖️": "justice|law|lawyer|legal|court",
+    "🧑‍⚖️": "judge|court|lawyer",
+    "⚰️": "coffin|funeral|death",
+    "🕯️": "candle|memorial|funeral",
+    "💇": "haircut|hair salon|hairdresser|barber",
+    "✂️": "scissors|cut|haircut",
+    "👶": "baby|newborn|infant",
+    "🍼": "baby bottle|baby|infant",
+    "👪": "family|parents|children",
+    "🛂": "passport|passport control|border control|visa",
+    "🗺️": "map|travel|road trip|world map",
+    "🛣️": "motorway|highway|road trip",
+}
+"""Keywords of the most common subjects, in the manner of CLDR's annotations: what people call
+the thing drawn beyond its Unicode name. Embedded beside the names and aliases when
+``PickRules.keywords`` is on."""
+
+
+@dataclass(frozen=True)
+class PickRules:
+    """Which emoji may stand for a topic (each rule can be turned off; `classic` turns all off).
+
+    ``typed_emoji``: a topic that holds an emoji draws the first one the font can draw.
+    ``flags_for_places``: a country's flag only for topics that name it or a place in it (a city:
+    "trip to Paris" draws 🇫🇷, at least `_PLACE_SIMILARITY` similar; "villa" never draws Monaco's
+    flag). Places are told by WordNet when it is installed, else by the country's own name.
+    ``no_error_symbols``: never `ERROR_LOOKING` emoji (❌, ⛔, 🚫, ⚠...).
+    ``keywords``: `KEYWORDS` embedded with each emoji's names.
+    ``kinds``: an emoji named for what the topic is a kind of, one step up in WordNet ("villa"
+    is a kind of house: 🏠), counts as at least `_KIND_SIMILARITY` similar.
+    ``symbol_penalty``: subtracted from the similarity of signs (buttons, marks, suits, arrows)
+    when choosing, so a thing, an animal or a place wins a near tie.
+    """
+
+    typed_emoji: bool = True
+    flags_for_places: bool = True
+    no_error_symbols: bool = True
+    keywords: bool = True
+    kinds: bool = True
+    symbol_penalty: float = 0.08
+
+    @classmethod
+    def classic(cls) -> "PickRules":
+        """The picks of the first catalogue: names and aliases only, every flag, no exclusions."""
+        return cls(typed_emoji=False, flags_for_places=False, no_error_symbols=False, keywords=False,
+                   kinds=False, symbol_penalty=0.0)
+
 
 
 def find_emoji_font() -> Path | None:
@@ -133,6 +347,14 @@ class _Catalogue:
     starts: np.ndarray
     """Index in ``phrases`` of each emoji's first phrase (for np.maximum.reduceat)."""
     phrase_owner: np.ndarray
+    flags: np.ndarray
+    """Per emoji: a country flag."""
+    errors: np.ndarray
+    """Per emoji: reads as an error (`ERROR_LOOKING`, or an error word in its name)."""
+    symbols: np.ndarray
+    """Per emoji: a sign rather than a thing (`_SYMBOL_WORDS`)."""
+    lookup: dict[str, int] | None = None
+    """Phrase (as WordNet spells it) -> its first index in ``phrases``; made on first use."""
 
     @property
     def digest(self) -> str:
@@ -142,7 +364,37 @@ class _Catalogue:
         return h.hexdigest()
 
 
-def _build_catalogue(font: ImageFont.FreeTypeFont, include_flags: bool) -> _Catalogue:
+def _is_error(char: str, name: str) -> bool:
+    lowered = name.lower()
+    return (char.replace("\ufe0f", "") in ERROR_LOOKING or lowered.startswith("no ")
+            or any(word in lowered for word in _ERROR_WORDS))
+
+
+def _is_symbol(char: str, name: str) -> bool:
+    words = name.lower().split()
+    return bool(words) and (words[-1] in _SYMBOL_WORDS or words[0] == "keycap" or "\u20e3" in char)
+
+
+def _lemma(name: str) -> str:
+    """A name as WordNet spells it: "United States" -> "united_states"."""
+    return "_".join(name.lower().split())
+
+
+def _is_a_place(wordnet: "WordNet", sid: tuple[str, int]) -> bool:
+    """Whether the synset is an instance of a city, a country, an island or another place."""
+    frontier = wordnet.synset(*sid).linked({"@i"})
+    seen: set[tuple[str, int]] = set()
+    for _ in range(8):
+        if any(word in _PLACE_KINDS for up in frontier for word in wordnet.synset(*up).words):
+            return True
+        seen.update(frontier)
+        frontier = [up for one in frontier for up in wordnet.synset(*one).linked({"@", "@i"}) if up not in seen]
+        if not frontier:
+            return False
+    return False
+
+
+def _build_catalogue(font: ImageFont.FreeTypeFont, include_flags: bool, keywords: bool = False) -> _Catalogue:
     renders = _single_glyph_checker(font)
     fully_qualified = emoji_data.STATUS["fully_qualified"]
     chars: list[str] = []
@@ -161,7 +413,8 @@ def _build_catalogue(font: ImageFont.FreeTypeFont, include_flags: bool) -> _Cata
             continue
         name = _phrase(data["en"])
         own: list[str] = []
-        for candidate in [name, *(_phrase(a) for a in data.get("alias", []))]:
+        extra = KEYWORDS.get(char, KEYWORDS.get(char.replace("\ufe0f", ""), "")).split("|") if keywords else []
+        for candidate in [name, *(_phrase(a) for a in data.get("alias", [])), *extra]:
             if not candidate or _CODE_ALIAS.match(candidate) or candidate.lower() in (p.lower() for p in own):
                 continue
             if flag is not None and len(candidate) <= 2:  # ":it:", ":us:", ":de:" read as words
@@ -176,11 +429,14 @@ def _build_catalogue(font: ImageFont.FreeTypeFont, include_flags: bool) -> _Cata
         raise GenerationError("The emoji font renders none of the emoji in the emoji package; "
                               "install fonts-noto-color-emoji or pass the path of Noto Color Emoji.")
     return _Catalogue(tuple(chars), tuple(names), tuple(phrases),
-                      np.asarray(starts, dtype=np.intp), np.asarray(owner, dtype=np.intp))
+                      np.asarray(starts, dtype=np.intp), np.asarray(owner, dtype=np.intp),
+                      flags=np.asarray([_flag_code(c) is not None for c in chars]),
+                      errors=np.asarray([_is_error(c, n) for c, n in zip(chars, names)]),
+                      symbols=np.asarray([_is_symbol(c, n) for c, n in zip(chars, names)]))
 
 
 # Built once per process and shared by every generator instance (apps may build several).
-_catalogues: dict[tuple[str, bool], _Catalogue] = {}
+_catalogues: dict[tuple[str, bool, bool], _Catalogue] = {}
 _matrices: dict[tuple[str, int, str], np.ndarray] = {}
 _build_lock = threading.Lock()
 
@@ -226,13 +482,17 @@ class EmojiPixelArtGenerator:
     ``match``, once per process and embedder; call ``prepare`` to pay it up front. With
     ``cache_dir`` the matrix is also kept on disk, keyed by embedder model, dimensions, the emoji
     package version and the catalogue's content. Thread-safe.
+
+    ``rules`` (`PickRules`) say which emoji may stand for a topic; ``variant`` n of `generate`
+    draws the n-th best of them (0 is the best), for a picture different from the ones before.
     """
 
     name = "offline-emoji"
 
     def __init__(self, embedder: Embedder, *, font_path: str | os.PathLike[str] | None = None,
                  min_similarity: float = DEFAULT_MIN_SIMILARITY, price_usd: float = 0.04,
-                 cache_dir: str | os.PathLike[str] | None = None, include_flags: bool = True) -> None:
+                 cache_dir: str | os.PathLike[str] | None = None, include_flags: bool = True,
+                 rules: PickRules | None = None, wordnet: "WordNet | None" = None) -> None:
         """
         ``font_path``: Noto Color Emoji (or another CBDT font with a 109 px strike); None looks in
         ``EMOJI_FONT_CANDIDATES``. A path that does not exist means "draw sprites only".
@@ -240,6 +500,8 @@ class EmojiPixelArtGenerator:
         an emoji name must reach; above 1 always draws sprites.
         ``include_flags``: country flags, so "trip to Paris" draws 🇫🇷. Flags whose country's name is
         also a common word or first name (Jordan, Chad, Turkey, Réunion...) are always left out.
+        ``rules``: `PickRules()` by default. ``wordnet``: what tells a place (for
+        ``rules.flags_for_places``); None uses WordNet from its default folder when it is there.
         """
         if not (-1.0 <= min_similarity <= 2.0):
             raise ValueError(f"min_similarity must be a cosine similarity in [-1, 1] (or up to 2 to "
@@ -250,6 +512,9 @@ class EmojiPixelArtGenerator:
         self.min_similarity = float(min_similarity)
         self.price_usd = float(price_usd)
         self.include_flags = include_flags
+        self.rules = rules if rules is not None else PickRules()
+        self._wordnet = wordnet
+        self._places: dict[str, bool] = {}
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self._font_given = font_path is not None
         self.font_path: Path | None = Path(font_path) if font_path is not None else find_emoji_font()
@@ -257,6 +522,7 @@ class EmojiPixelArtGenerator:
         self._lock = threading.Lock()
         self._render_lock = threading.Lock()  # a FreeType face must not draw from two threads at once
         self._projection: np.ndarray | None = None
+        self._renders: Callable[[str], bool] | None = None
 
     @property
     def max_distance(self) -> float:
@@ -283,25 +549,42 @@ class EmojiPixelArtGenerator:
         return CatalogueStats(len(catalogue.chars), len(catalogue.phrases), seconds, source)
 
     def match(self, topic: str, embedding: np.ndarray | None = None) -> EmojiMatch:
-        """The emoji closest in meaning to ``topic``, whatever its similarity."""
-        vector = self._topic_vector(topic, embedding)
-        catalogue, matrix, _ = self._catalogue_and_matrix()
-        return self._best(catalogue, matrix, vector)
+        """The emoji the rules let stand for ``topic`` that is closest in meaning (or the emoji
+        typed in it), whatever its similarity."""
+        return self._ranked(topic, embedding, 1, floor=None)[0]
 
-    def generate(self, topic: str, embedding: np.ndarray | None = None) -> GeneratedImage:
+    def pick(self, topic: str, embedding: np.ndarray | None = None, *, variant: int = 0) -> EmojiMatch | None:
+        """The emoji `generate` draws for ``topic`` (its ``variant``-th best), or None for a sprite."""
+        if not self.has_font:
+            self._topic_vector(topic, embedding)
+            return None
+        ranked = self._ranked(topic, embedding, variant + 1, floor=self.min_similarity)
+        return ranked[variant] if variant < len(ranked) else None
+
+    def generate(self, topic: str, embedding: np.ndarray | None = None, *, variant: int = 0) -> GeneratedImage:
+        """The picture for ``topic``; ``variant`` n > 0 draws the n-th best emoji instead of the
+        best (after the last one close enough, sprites of other seeds), so each is different."""
+        if variant < 0:
+            raise ValueError(f"variant must be 0 or more, got {variant}.")
         vector = self._topic_vector(topic, embedding)
         if not self.has_font:
             where = f"at {self.font_path}" if self._font_given else "installed"
-            return GeneratedImage(self._sprite_png(vector), f"sprite (no colour emoji font {where})")
-        catalogue, matrix, _ = self._catalogue_and_matrix()
-        best = self._best(catalogue, matrix, vector)
-        if best.similarity < self.min_similarity:
-            return GeneratedImage(self._sprite_png(vector),
-                                  f"sprite (no emoji close enough: best {best.emoji} '{best.name}' "
-                                  f"at {best.similarity:.2f})")
+            return GeneratedImage(self._sprite_png(vector, variant), f"sprite (no colour emoji font {where})")
+        ranked = self._ranked(topic, vector, variant + 1, floor=self.min_similarity, normalised=True)
+        if variant >= len(ranked):
+            if ranked or variant:
+                note = f"variant {variant}: no other emoji close enough"
+            else:
+                best = self._ranked(topic, vector, 1, floor=None, normalised=True)[0]
+                note = f"no emoji close enough: best {best.emoji} '{best.name}' at {best.similarity:.2f}"
+            return GeneratedImage(self._sprite_png(vector, variant - len(ranked)), f"sprite ({note})")
+        best = ranked[variant]
         png = self._emoji_png(best.emoji)
+        if best.phrase == _TYPED:
+            return GeneratedImage(png, f"emoji {best.emoji} (typed in the topic)")
         via = "" if best.phrase == best.name else f" via '{best.phrase}'"
-        return GeneratedImage(png, f"emoji {best.emoji} '{best.name}'{via} (similarity {best.similarity:.2f})")
+        nth = f"; variant {variant}" if variant else ""
+        return GeneratedImage(png, f"emoji {best.emoji} '{best.name}'{via} (similarity {best.similarity:.2f}{nth})")
 
     # --- meaning --------------------------------------------------------------------------------
 
@@ -336,23 +619,141 @@ class EmojiPixelArtGenerator:
             raise GenerationError(f"The embedding of {topic!r} is all zeros, so it has no direction to match.")
         return vector / norm
 
-    def _best(self, catalogue: _Catalogue, matrix: np.ndarray, vector: np.ndarray) -> EmojiMatch:
+    def _ranked(self, topic: str, embedding: np.ndarray | None, n: int, *, floor: float | None,
+                normalised: bool = False) -> list[EmojiMatch]:
+        """Up to ``n`` emoji for ``topic``, best first: the emoji typed in it, then those the
+        rules allow by meaning (with a similarity of at least ``floor``, when given)."""
+        vector = embedding if normalised else self._topic_vector(topic, embedding)
+        catalogue, matrix, _ = self._catalogue_and_matrix()
+        out = self._typed(topic) if self.rules.typed_emoji else []
+        if len(out) >= n:
+            return out[:n]
         scores = matrix @ vector
+        if self.rules.kinds:
+            for phrase_index in self._kind_phrases(topic, catalogue):
+                scores[phrase_index] = max(scores[phrase_index], _KIND_SIMILARITY)
         per_emoji = np.maximum.reduceat(scores, catalogue.starts)
-        index = int(np.argmax(per_emoji))
-        start = int(catalogue.starts[index])
-        end = int(catalogue.starts[index + 1]) if index + 1 < len(catalogue.starts) else len(scores)
-        phrase_index = start + int(np.argmax(scores[start:end]))
-        return EmojiMatch(catalogue.chars[index], catalogue.names[index], catalogue.phrases[phrase_index],
-                          float(per_emoji[index]))
+        allowed = np.ones(len(catalogue.chars), dtype=bool)
+        if self.rules.no_error_symbols:
+            allowed &= ~catalogue.errors
+        if self.rules.flags_for_places:
+            places = self._places_named(topic, catalogue)
+            allowed &= ~catalogue.flags
+            if places:
+                for index in np.flatnonzero(catalogue.flags):
+                    if _lemma(catalogue.names[index]) in places:
+                        allowed[index] = True
+                        per_emoji[index] = max(per_emoji[index], _PLACE_SIMILARITY)
+        if not allowed.any():
+            allowed[:] = True
+        ranking = np.where(allowed, per_emoji - self.rules.symbol_penalty * catalogue.symbols, -np.inf)
+        taken = {m.emoji for m in out}
+        for index in np.argsort(-ranking, kind="stable"):
+            if len(out) >= n or not np.isfinite(ranking[index]):
+                break
+            similarity = float(per_emoji[index])
+            if floor is not None and similarity < floor:
+                continue  # a sign's penalty may have ranked it below one that does not reach the floor
+            if catalogue.chars[index] in taken:
+                continue
+            start = int(catalogue.starts[index])
+            end = int(catalogue.starts[index + 1]) if index + 1 < len(catalogue.starts) else len(scores)
+            phrase_index = start + int(np.argmax(scores[start:end]))
+            out.append(EmojiMatch(catalogue.chars[index], catalogue.names[index], catalogue.phrases[phrase_index],
+                                  similarity))
+        return out
+
+    def _typed(self, topic: str) -> list[EmojiMatch]:
+        """The emoji written in ``topic`` that the font draws, in order (at most a few)."""
+        if self._renders is None:
+            self._renders = _single_glyph_checker(self._load_font())
+        out: list[EmojiMatch] = []
+        for found in emoji_data.emoji_list(topic[:_TYPED_SCAN_CHARS])[:_TYPED_MAX]:
+            char = found["emoji"]
+            if any(m.emoji == char for m in out):
+                continue
+            with self._render_lock:
+                draws = self._renders(char)
+            if draws:
+                name = _phrase(emoji_data.EMOJI_DATA.get(char, {}).get("en", "")) or char
+                out.append(EmojiMatch(char, name, _TYPED, 1.0))
+        return out
+
+    def _kind_phrases(self, topic: str, catalogue: _Catalogue) -> list[int]:
+        """The catalogue's phrases that name what the whole topic is a kind of, one step up in
+        WordNet ("villa": house), by the topic's two most frequent noun senses."""
+        wordnet = self._place_lexicon()
+        text = " ".join(topic.lower().split())
+        if wordnet is None or not text or len(text) > 60:
+            return []
+        if catalogue.lookup is None:
+            index: dict[str, int] = {}
+            for i, phrase in enumerate(catalogue.phrases):
+                index.setdefault(_lemma(phrase), i)
+            object.__setattr__(catalogue, "lookup", index)
+        out = []
+        for sid in wordnet.meanings(text, limit=2).get("n", []):
+            for up in wordnet.synset(*sid).linked({"@"}):
+                out.extend(catalogue.lookup[w] for w in wordnet.synset(*up).words if w in catalogue.lookup)
+        return out
+
+    def _places_named(self, topic: str, catalogue: _Catalogue) -> frozenset[str]:
+        """The places ``topic`` names and the places they are part of, as WordNet spells them
+        ("trip to Paris": paris, france, europe...); cached per topic."""
+        key = " ".join(re.findall(r"[^\W\d_]+", topic.lower()[:_TYPED_SCAN_CHARS]))
+        known = self._places.get(key)
+        if known is None:
+            known = self._find_places(key, catalogue)
+            with self._lock:
+                if len(self._places) >= 4096:
+                    self._places.clear()
+                self._places[key] = known
+        return known
+
+    def _find_places(self, words_text: str, catalogue: _Catalogue) -> frozenset[str]:
+        words = words_text.split()[:_PLACE_WORDS]
+        grams = [" ".join(words[i:i + size]) for size in (3, 2, 1) for i in range(len(words) - size + 1)]
+        wordnet = self._place_lexicon()
+        if wordnet is None:
+            names = {_lemma(catalogue.names[i]) for i in np.flatnonzero(catalogue.flags)}
+            return frozenset(_lemma(gram) for gram in grams if _lemma(gram) in names)
+        found: set[str] = set()
+        for gram in grams:
+            found.update(self._wordnet_place(wordnet, gram))
+        return frozenset(found)
+
+    def _place_lexicon(self) -> "WordNet | None":
+        if self._wordnet is None:
+            from semcache.lexicon import WordNet
+
+            self._wordnet = WordNet()
+        if not self._wordnet.available:
+            return None
+        self._wordnet.load()
+        return self._wordnet
+
+    @staticmethod
+    def _wordnet_place(wordnet: "WordNet", gram: str) -> set[str]:
+        """The names of ``gram``'s senses that are places (instances of a city, a country...) and
+        of the places each is part of; empty when it names none."""
+        out: set[str] = set()
+        for sid in wordnet.meanings(gram, limit=3).get("n", []):
+            if not _is_a_place(wordnet, sid):
+                continue
+            frontier, seen = [sid], {sid}
+            for _ in range(5):  # Paris, France, Europe...
+                out.update(word for part in frontier for word in wordnet.synset(*part).words)
+                frontier = [up for part in frontier for up in wordnet.synset(*part).linked({"#p"}) if up not in seen]
+                seen.update(frontier)
+        return out
 
     def _catalogue_and_matrix(self) -> tuple[_Catalogue, np.ndarray, Literal["memory", "disk", "computed"]]:
         font = self._load_font()
-        font_key = (str(self.font_path), self.include_flags)
+        font_key = (str(self.font_path), self.include_flags, self.rules.keywords)
         with _build_lock:
             catalogue = _catalogues.get(font_key)
             if catalogue is None:
-                catalogue = _catalogues[font_key] = _build_catalogue(font, self.include_flags)
+                catalogue = _catalogues[font_key] = _build_catalogue(font, self.include_flags, self.rules.keywords)
             key = (self.embedder.model, self.embedder.dimensions, catalogue.digest)
             matrix = _matrices.get(key)
             if matrix is not None:
@@ -456,9 +857,11 @@ class EmojiPixelArtGenerator:
         except Exception as e:
             raise GenerationError(f"Could not draw the emoji {char}: {type(e).__name__}: {e}") from e
 
-    def _sprite_png(self, vector: np.ndarray) -> bytes:
+    def _sprite_png(self, vector: np.ndarray, variant: int = 0) -> bytes:
         try:
-            return pixelate(sprite(vector, self._sprite_projection(vector.shape[0])))
+            projection = (self._sprite_projection(vector.shape[0]) if variant <= 0
+                          else sprite_projection(vector.shape[0], seed=_SPRITE_SEED + variant))
+            return pixelate(sprite(vector, projection))
         except Exception as e:
             raise GenerationError(f"Could not draw the sprite: {type(e).__name__}: {e}") from e
 
@@ -478,7 +881,10 @@ _HALF = _BODY // 2
 _COLOUR_PROJECTIONS = 3
 
 
-def sprite_projection(dimensions: int, seed: int = 0x5E3CAC4E) -> np.ndarray:
+_SPRITE_SEED = 0x5E3CAC4E
+
+
+def sprite_projection(dimensions: int, seed: int = _SPRITE_SEED) -> np.ndarray:
     """The fixed random projection that turns an embedding into a sprite.
 
     RandomState's stream is frozen by NumPy, so the same seed gives the same sprites on every

@@ -229,19 +229,24 @@ def recent_lookups(engine: Engine, *, limit: int = 50, kinds: Sequence[str] | No
 class ThresholdSetting:
     value: float
     stored: bool
-    """False while no one has set it: the configured default applies."""
+    """False while no one has set it for the space: the configured default applies."""
     updated_at: datetime | None
     updated_by: str | None
+    model: str = ""
+    dimensions: int = 0
+    """The embedding space the threshold belongs to (distances of other models are not comparable)."""
 
 
-def threshold_setting(engine: Engine, default: float) -> ThresholdSetting:
-    """The stored threshold with when and by whom it was last set; ``default`` when never set."""
+def threshold_setting(engine: Engine, default: float, *, model: str = "", dimensions: int = 0) -> ThresholdSetting:
+    """The threshold stored for the space of ``model`` at ``dimensions``, with when and by whom it
+    was last set; ``default`` when never set there."""
     with store.connect(engine) as conn:
-        row = store.stored_threshold(conn)
-    if row is None:
-        return ThresholdSetting(value=default, stored=False, updated_at=None, updated_by=None)
+        row = store.stored_threshold(conn, model, dimensions)
+    if row is None or row.value is None:
+        return ThresholdSetting(value=default, stored=False, updated_at=None, updated_by=None, model=model,
+                                dimensions=dimensions)
     return ThresholdSetting(value=store.threshold_value(row.value, default), stored=True,
-                            updated_at=row.updated_at, updated_by=row.updated_by)
+                            updated_at=row.updated_at, updated_by=row.updated_by, model=model, dimensions=dimensions)
 
 
 # ---------------------------------------------------------------------- pictures

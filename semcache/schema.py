@@ -55,6 +55,9 @@ spaces = Table(
     Column("model", Text, nullable=False),
     Column("dimensions", Integer, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("threshold", Float),
+    Column("threshold_set_at", DateTime(timezone=True)),
+    Column("threshold_set_by", Text),
     UniqueConstraint("model", "dimensions", name="semcache_spaces_model_dimensions_key"),
     CheckConstraint("dimensions > 0 AND dimensions <= 16000", name="semcache_spaces_dimensions_check"),
 )
@@ -72,6 +75,10 @@ entries = Table(
     Column("detail", Text, nullable=False, server_default=""),
     Column("cost_usd", Numeric(12, 6), nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("serves_right", Integer, nullable=False, server_default="0"),
+    Column("serves_wrong", Integer, nullable=False, server_default="0"),
+    Column("right_score", Float),
+    Column("wrong_score", Float),
     Index("semcache_entries_created_at_idx", "created_at"),
     Index("semcache_entries_blob_key_idx", "blob_key"),
     Index("semcache_entries_canon_idx", "canon"),
@@ -98,9 +105,13 @@ feedback = Table(
     Column("note", Text, nullable=False, server_default=""),
     Column("actor", Text, nullable=False, server_default=""),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("score", Float),
+    Column("blob_hash", Text),
     CheckConstraint("verdict IN ('wrong', 'right')", name="semcache_feedback_verdict_check"),
 )
-"""A product owner's judgement of "query was served by entry": `wrong` bans the pair."""
+"""A product owner's judgement of "query was served by entry": `wrong` bans the pair, and every
+entry showing the same picture (``blob_hash``, the sha256 of its bytes) for that query. ``score``
+is the distance as the matcher counted it, what the entry's own threshold learns from."""
 
 events = Table(
     "semcache_events", metadata,
@@ -166,6 +177,27 @@ already (made by an application's migrations before the cache kept this record).
 
 
 # ---------------------------------------------------------------------------- migrations
+
+LEGACY_THRESHOLD = "threshold"
+"""The `semcache_settings` row that held the one threshold of every space before step 5."""
+LEGACY_THRESHOLD_COPY = (
+    "threshold = CASE WHEN jsonb_typeof(l.value) = 'number' THEN (l.value #>> '{}')::double precision END, "
+    "threshold_set_at = l.updated_at, threshold_set_by = l.updated_by "
+    f"FROM semcache_settings l WHERE l.name = '{LEGACY_THRESHOLD}'")
+"""SET clause of an UPDATE of semcache_spaces that adopts that row's value, when and by whom."""
+
+ENTRY_EVIDENCE_SQL = """
+    UPDATE semcache_entries e SET (serves_right, serves_wrong, right_score, wrong_score) = (
+        SELECT count(*) FILTER (WHERE f.verdict = 'right'), count(*) FILTER (WHERE f.verdict = 'wrong'),
+               max(f.score) FILTER (WHERE f.verdict = 'right' AND f.score < COALESCE(
+                   (SELECT min(w.score) FROM semcache_feedback w WHERE w.entry_key = e.key AND w.verdict = 'wrong'),
+                   'Infinity')),
+               min(f.score) FILTER (WHERE f.verdict = 'wrong')
+        FROM semcache_feedback f WHERE f.entry_key = e.key)
+    WHERE {where}"""
+"""An entry's evidence from its verdicts (`semcache.matching.EntryEvidence`): how often it was
+served rightly and wrongly, the smallest wrong score and the largest right one below it."""
+
 
 @dataclass(frozen=True)
 class Migration:
@@ -287,10 +319,35 @@ MIGRATIONS: tuple[Migration, ...] = (
             lease_until timestamptz NOT NULL
         )""",
     ), present="SELECT to_regclass('semcache_pending') IS NOT NULL"),
+    Migration(5, "space thresholds", (
+        "ALTER TABLE semcache_spaces ADD COLUMN threshold double precision",
+        "ALTER TABLE semcache_spaces ADD COLUMN threshold_set_at timestamptz",
+        "ALTER TABLE semcache_spaces ADD COLUMN threshold_set_by text",
+        # The one threshold of before becomes every existing space's own; with no space yet, it
+        # stays until the first space is registered, which takes it (`store.register_space`).
+        f"UPDATE semcache_spaces SET {LEGACY_THRESHOLD_COPY}",
+        f"DELETE FROM semcache_settings WHERE name = '{LEGACY_THRESHOLD}' AND EXISTS (SELECT 1 FROM semcache_spaces)",
+    ), present="SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('semcache_spaces') "
+               "AND attname = 'threshold' AND NOT attisdropped)"),
+    Migration(6, "entry thresholds", (
+        "ALTER TABLE semcache_entries ADD COLUMN serves_right integer NOT NULL DEFAULT 0",
+        "ALTER TABLE semcache_entries ADD COLUMN serves_wrong integer NOT NULL DEFAULT 0",
+        "ALTER TABLE semcache_entries ADD COLUMN right_score double precision",
+        "ALTER TABLE semcache_entries ADD COLUMN wrong_score double precision",
+        "ALTER TABLE semcache_feedback ADD COLUMN score double precision",
+        "ALTER TABLE semcache_feedback ADD COLUMN blob_hash text",
+        # Verdicts of before: their distance is the best score known; their entry's picture, if it is still there.
+        "UPDATE semcache_feedback f SET score = f.distance, blob_hash = (SELECT left(e.blob_key, 64) "
+        "FROM semcache_entries e WHERE e.key = f.entry_key)",
+        ENTRY_EVIDENCE_SQL.format(where="e.key IN (SELECT entry_key FROM semcache_feedback)"),
+    ), present="SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('semcache_entries') "
+               "AND attname = 'serves_right' AND NOT attisdropped)"),
 )
 """The cache's schema, step by step: 1 the tables of lookups, entries, embeddings, feedback and
 events; 2 each entry's dictionary form and each event's relation and score; 3 the daily spending
-(the cost guard); 4 the keys being generated, with their leases (single-flight)."""
+(the cost guard); 4 the keys being generated, with their leases (single-flight); 5 a threshold per
+embedding space (the one stored threshold of before adopted by every space there was); 6 what each
+entry learned from verdicts (its own threshold's evidence) and the picture each ban is about."""
 
 LOCK_ID = 0x73656D63  # "semc": one upgrade at a time per database
 

@@ -28,9 +28,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from semcache import vectors
 from semcache.errors import StorageError
-from semcache.schema import RUNTIME_INDEX_PREFIX
+from semcache.schema import ENTRY_EVIDENCE_SQL, LEGACY_THRESHOLD, LEGACY_THRESHOLD_COPY, RUNTIME_INDEX_PREFIX
 
-THRESHOLD_SETTING = "threshold"
 CACHE_TABLES = ("semcache_events", "semcache_feedback", "semcache_embeddings", "semcache_entries",
                 "semcache_spaces", "semcache_settings")
 SPACE_LOCK_CLASS = 727_274_002
@@ -82,15 +81,22 @@ def begin(engine: Engine) -> Iterator[Connection]:
 # ---------------------------------------------------------------------- settings
 
 
-_THRESHOLD_VALUE = "(SELECT value FROM semcache_settings WHERE name = :setting)"
-"""The stored threshold in the lookup's one round trip; `stored_threshold` reads the same row alone."""
-_THRESHOLD_SQL = text("SELECT value, updated_at, updated_by FROM semcache_settings WHERE name = :setting")
+_THRESHOLD_VALUE = "(SELECT threshold FROM semcache_spaces WHERE id = :space)"
+"""The space's stored threshold in the lookup's one round trip; `stored_threshold` reads the same row alone."""
+_THRESHOLD_SQL = text(f"""
+    SELECT s.id, COALESCE(s.threshold, l.value) AS value,
+           CASE WHEN s.threshold IS NOT NULL THEN s.threshold_set_at ELSE l.updated_at END AS updated_at,
+           CASE WHEN s.threshold IS NOT NULL THEN s.threshold_set_by ELSE l.updated_by END AS updated_by
+    FROM (SELECT 1) AS one
+    LEFT JOIN semcache_spaces s ON s.model = :m AND s.dimensions = :d
+    LEFT JOIN (SELECT CASE WHEN jsonb_typeof(value) = 'number' THEN (value #>> '{{}}')::double precision END AS value,
+                      updated_at, updated_by
+               FROM semcache_settings WHERE name = '{LEGACY_THRESHOLD}') l ON s.id IS NULL""")
+"""The space's row, or (not registered yet) the one threshold of before that its registration adopts."""
 _SET_THRESHOLD_SQL = text("""
-    INSERT INTO semcache_settings (name, value, updated_at, updated_by)
-    VALUES (:n, to_jsonb(CAST(:v AS double precision)), now(), :actor)
-    ON CONFLICT (name) DO UPDATE
-    SET value = excluded.value, updated_at = excluded.updated_at, updated_by = excluded.updated_by
-""")
+    UPDATE semcache_spaces SET threshold = CAST(:v AS double precision), threshold_set_at = now(),
+                               threshold_set_by = :actor
+    WHERE id = :space""")
 _SETTINGS_SQL = text("SELECT name, value FROM semcache_settings WHERE name = ANY(CAST(:names AS text[]))")
 _SET_SETTING_SQL = text("""
     INSERT INTO semcache_settings (name, value, updated_at, updated_by)
@@ -100,9 +106,10 @@ _SET_SETTING_SQL = text("""
 """)
 
 
-def stored_threshold(conn: Connection) -> Row | None:
-    """The stored threshold (``value``) with when and by whom it was set; None while never set."""
-    return conn.execute(_THRESHOLD_SQL, {"setting": THRESHOLD_SETTING}).one_or_none()
+def stored_threshold(conn: Connection, model: str, dimensions: int) -> Row:
+    """The threshold stored for the space of ``model`` at ``dimensions`` (``id``, None while the
+    space is not registered; ``value``, None while nobody set it; when and by whom it was set)."""
+    return conn.execute(_THRESHOLD_SQL, {"m": model, "d": dimensions}).one()
 
 
 def threshold_value(stored: object, default: float) -> float:
@@ -110,8 +117,9 @@ def threshold_value(stored: object, default: float) -> float:
     return default if stored is None else float(stored)
 
 
-def set_threshold(conn: Connection, value: float, actor: str | None) -> None:
-    conn.execute(_SET_THRESHOLD_SQL, {"n": THRESHOLD_SETTING, "v": value, "actor": actor})
+def set_threshold(conn: Connection, space: "Space | int", value: float, actor: str | None) -> None:
+    """Store ``value`` as the threshold of ``space`` (a registered space, or its id)."""
+    conn.execute(_SET_THRESHOLD_SQL, {"space": getattr(space, "id", space), "v": value, "actor": actor})
 
 
 def settings(conn: Connection, names: Sequence[str]) -> dict:
@@ -145,14 +153,20 @@ class Space(vectors.IndexedSpace):
 
 _SPACE_LOCK_SQL = text("SELECT pg_advisory_xact_lock(:cls, 0)")
 _ADD_SPACE_SQL = text("INSERT INTO semcache_spaces (model, dimensions) VALUES (:m, :d) "
-                      "ON CONFLICT (model, dimensions) DO NOTHING")
+                      "ON CONFLICT (model, dimensions) DO NOTHING RETURNING id")
+# A database upgraded before it had any space kept its one threshold of before for the first.
+_ADOPT_LEGACY_THRESHOLD_SQL = text(f"""
+    WITH adopted AS (UPDATE semcache_spaces SET {LEGACY_THRESHOLD_COPY} AND semcache_spaces.id = :id RETURNING 1)
+    DELETE FROM semcache_settings WHERE name = '{LEGACY_THRESHOLD}'""")
 _SPACE_SQL = text("SELECT id FROM semcache_spaces WHERE model = :m AND dimensions = :d")
 
 
 def register_space(conn: Connection, model: str, dimensions: int, *, hnsw_m: int, hnsw_ef_construction: int) -> Space:
     """The space's row and its HNSW index, made if missing (one registration at a time)."""
     conn.execute(_SPACE_LOCK_SQL, {"cls": SPACE_LOCK_CLASS})
-    conn.execute(_ADD_SPACE_SQL, {"m": model, "d": dimensions})
+    added = conn.execute(_ADD_SPACE_SQL, {"m": model, "d": dimensions}).scalar()
+    if added is not None:
+        conn.execute(_ADOPT_LEGACY_THRESHOLD_SQL, {"id": added})
     space = Space(id=conn.execute(_SPACE_SQL, {"m": model, "d": dimensions}).scalar_one(), dimensions=dimensions)
     conn.execute(text(
         f"CREATE INDEX IF NOT EXISTS {space.index_name} ON semcache_embeddings "
@@ -178,10 +192,15 @@ def _seconds(max_age: timedelta | None) -> float | None:
     return None if max_age is None else max_age.total_seconds()
 
 
+ENTRY_ERROR_BOUND_SETTING = "entry_error_bound"
+"""The `semcache_settings` row of the error bound of the entries' own thresholds."""
+_ERROR_BOUND_VALUE = f"(SELECT value FROM semcache_settings WHERE name = '{ENTRY_ERROR_BOUND_SETTING}')"
+
+
 @functools.cache
 def _lookup_sql(max_age: float | None) -> TextClause:
     return text(f"""
-        SELECT {_THRESHOLD_VALUE} AS stored_threshold,
+        SELECT {_THRESHOLD_VALUE} AS stored_threshold, {_ERROR_BOUND_VALUE} AS stored_error_bound,
                e.id, e.key, e.blob_key, e.detail,
                CASE WHEN e.id IS NULL THEN
                    (SELECT embedding::real[] FROM semcache_embeddings WHERE space_id = :space AND key = :key)
@@ -196,10 +215,11 @@ def _lookup_sql(max_age: float | None) -> TextClause:
 
 
 def lookup(conn: Connection, key: str, canon: str, space: Space, max_age: timedelta | None) -> Row:
-    """One round trip: the stored threshold, the exact entry (by key or dictionary form, fresh),
-    and, only when there is no such entry, the phrase's cached embedding."""
+    """One round trip: the space's stored threshold, the stored error bound of the entries' own
+    thresholds, the exact entry (by key or dictionary form, fresh), and, only when there is no
+    such entry, the phrase's cached embedding."""
     return conn.execute(_lookup_sql(_seconds(max_age)),
-                        {"setting": THRESHOLD_SETTING, "key": key, "canon": canon, "space": space.id}).one()
+                        {"key": key, "canon": canon, "space": space.id}).one()
 
 
 _EMBEDDING_SQL = text("SELECT embedding::real[] FROM semcache_embeddings WHERE space_id = :s AND key = :k")
@@ -237,6 +257,19 @@ def attach_embedding(conn: Connection, space: Space, key: str, vector: np.ndarra
     conn.execute(_ATTACH_EMBEDDING_SQL, {"s": space.id, "k": key, "v": vector, "e": entry_id})
 
 
+_BANNED = """EXISTS (SELECT 1 FROM semcache_feedback f
+                       WHERE f.query_key = :key AND f.verdict = 'wrong'
+                         AND (f.entry_key = {entry}.key OR f.blob_hash = left({entry}.blob_key, 64)))"""
+"""Whether the topic ``:key`` may not be served by the entry aliased ``entry``: a wrong-match
+verdict on it, or on another entry with the same picture (blob keys are the sha256 of the bytes)."""
+_IS_BANNED_SQL = text(f"SELECT {_BANNED.format(entry='e')} FROM (SELECT :served AS key, :blob AS blob_key) AS e")
+
+
+def is_banned(conn: Connection, key: str, served_key: str, blob_key: str) -> bool:
+    """Whether ``key`` may no longer be served by the entry ``served_key`` showing ``blob_key``."""
+    return bool(conn.execute(_IS_BANNED_SQL, {"key": key, "served": served_key, "blob": blob_key}).scalar())
+
+
 def _search_sql(space: Space, max_age: float | None) -> str:
     """Top-k by cosine distance through the space's HNSW index, then the threshold, the
     wrong-match bans and the age limit on those k: the MATERIALIZED CTE keeps the filters
@@ -250,8 +283,7 @@ def _search_sql(space: Space, max_age: float | None) -> str:
             LIMIT :k
         )
         SELECT n.entry_id, e.key, e.blob_key, e.detail, n.distance,
-               EXISTS (SELECT 1 FROM semcache_feedback f
-                       WHERE f.query_key = :key AND f.entry_key = e.key AND f.verdict = 'wrong') AS banned
+               e.serves_right, e.serves_wrong, e.right_score, e.wrong_score, {_BANNED.format(entry='e')} AS banned
         FROM nearest n JOIN semcache_entries e ON e.id = n.entry_id {_fresh(max_age, 'e', 'WHERE')}
         ORDER BY n.distance, e.id
     """
@@ -270,8 +302,9 @@ def _candidates_sql(space: Space, ef_search: int | None, max_age: float | None) 
 
 def candidates(conn: Connection, space: Space, vector: np.ndarray, key: str, k: int, *, ef_search: int | None,
                max_age: timedelta | None) -> list[Row]:
-    """The ``k`` entries nearest ``vector`` (``entry_id, key, blob_key, detail, distance, banned``:
-    whether ``key`` may not be served by it), nearest first."""
+    """The ``k`` entries nearest ``vector`` (``entry_id, key, blob_key, detail, distance``, the
+    evidence of its own threshold ``serves_right, serves_wrong, right_score, wrong_score``, and
+    ``banned``: whether ``key`` may not be served by it), nearest first."""
     return conn.execute(_candidates_sql(space, ef_search, _seconds(max_age)),
                         {"vec": vector, "k": k, "key": key}).all()
 
@@ -382,7 +415,8 @@ _DELETE_KEY_SQL = text("DELETE FROM semcache_entries WHERE key = :key RETURNING 
 _BLOBS_IN_USE_SQL = text("SELECT DISTINCT blob_key FROM semcache_entries WHERE blob_key = ANY(:keys)")
 _ENTRY_SQL = """
     SELECT e.id, e.key, e.phrase, e.blob_key, e.size_bytes, e.generator, e.detail, e.cost_usd,
-           e.created_at, COALESCE(s.times_served, 0) AS times_served, s.last_served_at
+           e.created_at, COALESCE(s.times_served, 0) AS times_served, s.last_served_at,
+           e.serves_right, e.serves_wrong, e.right_score, e.wrong_score
     FROM semcache_entries e
     LEFT JOIN LATERAL (
         SELECT count(*) AS times_served, max(at) AS last_served_at
@@ -408,6 +442,30 @@ def add_entry(conn: Connection, *, key: str, canon: str, phrase: str, blob_key: 
 
 def delete_entry(conn: Connection, entry_id: int) -> None:
     conn.execute(_DELETE_ENTRY_SQL, {"id": entry_id})
+
+
+_REPLACE_PICTURE_SQL = text("""
+    UPDATE semcache_entries
+    SET blob_key = :blob_key, size_bytes = :size, generator = :generator, detail = :detail,
+        cost_usd = cost_usd + :cost
+    WHERE id = :id AND blob_key = :old_blob_key
+    RETURNING id""")
+_PICTURES_MADE_SQL = text(
+    "SELECT count(*) FROM semcache_events WHERE entry_id = :id AND kind = 'generated'")
+
+
+def replace_picture(conn: Connection, entry_id: int, old_blob_key: str, *, blob_key: str, size: int,
+                    generator: str, detail: str, cost: float) -> bool:
+    """Give the entry a new picture (its cost added to the entry's), only while it still shows
+    ``old_blob_key``; False when it is gone or was given another picture meanwhile."""
+    return conn.execute(_REPLACE_PICTURE_SQL, {
+        "id": entry_id, "old_blob_key": old_blob_key, "blob_key": blob_key, "size": size,
+        "generator": generator, "detail": detail, "cost": cost}).scalar() is not None
+
+
+def pictures_made(conn: Connection, entry_id: int) -> int:
+    """How many pictures were generated for the entry (its first and every regeneration)."""
+    return int(conn.execute(_PICTURES_MADE_SQL, {"id": entry_id}).scalar_one())
 
 
 def delete_key(conn: Connection, key: str) -> str | None:
@@ -457,21 +515,33 @@ def evict(conn: Connection, *, max_age: timedelta | None, max_entries: int | Non
 
 
 _FEEDBACK_SQL = text("""
-    INSERT INTO semcache_feedback (query_key, entry_key, verdict, distance, note, actor)
-    VALUES (:q, :e, :v, :d, :note, :actor)
+    INSERT INTO semcache_feedback (query_key, entry_key, verdict, distance, score, blob_hash, note, actor)
+    VALUES (:q, :e, :v, :d, :score, (SELECT left(blob_key, 64) FROM semcache_entries WHERE key = :e), :note, :actor)
     ON CONFLICT (query_key, entry_key) DO UPDATE
-    SET verdict = excluded.verdict, distance = excluded.distance, note = excluded.note,
+    SET verdict = excluded.verdict, distance = excluded.distance, score = excluded.score,
+        blob_hash = COALESCE(excluded.blob_hash, semcache_feedback.blob_hash), note = excluded.note,
         actor = excluded.actor, created_at = now()
 """)
+_ENTRY_EVIDENCE_SQL = text(ENTRY_EVIDENCE_SQL.format(where="e.key = :e"))
+_PAIR_DISTANCE_SQL = text("""
+    SELECT a.embedding <=> b.embedding FROM semcache_embeddings a JOIN semcache_embeddings b
+    ON b.space_id = a.space_id AND b.key = :e WHERE a.space_id = :s AND a.key = :q""")
 _FEEDBACK_LIST_SQL = text("SELECT query_key, entry_key, verdict, distance, note, actor, created_at "
                           "FROM semcache_feedback ORDER BY created_at DESC")
 _VERDICTS_SQL = text("SELECT entry_key, query_key, verdict FROM semcache_feedback ORDER BY created_at")
 
 
 def record_verdict(conn: Connection, query_key: str, entry_key: str, verdict: str, distance: float | None,
-                   note: str, actor: str) -> None:
-    conn.execute(_FEEDBACK_SQL, {"q": query_key, "e": entry_key, "v": verdict, "d": distance, "note": note,
-                                 "actor": actor})
+                   note: str, actor: str, score: float | None = None) -> None:
+    """The verdict (with the picture the entry shows now), and the entry's evidence counted again."""
+    conn.execute(_FEEDBACK_SQL, {"q": query_key, "e": entry_key, "v": verdict, "d": distance, "score": score,
+                                 "note": note, "actor": actor})
+    conn.execute(_ENTRY_EVIDENCE_SQL, {"e": entry_key})
+
+
+def pair_distance(conn: Connection, space: Space, query_key: str, entry_key: str) -> float | None:
+    """The cosine distance of two phrases' cached vectors in ``space``; None unless both are there."""
+    return conn.execute(_PAIR_DISTANCE_SQL, {"s": space.id, "q": query_key, "e": entry_key}).scalar()
 
 
 def feedback(conn: Connection) -> list[Row]:
@@ -595,8 +665,9 @@ _HISTOGRAM_SQL = text("""
 _LOOKUPS_SQL = text("""
     SELECT v.id, v.at, v.query, v.key, v.kind, v.served_key, v.distance, v.threshold, v.total_ms,
            v.cost_spent_usd, v.cost_saved_usd, v.error,
-           EXISTS (SELECT 1 FROM semcache_feedback f WHERE f.query_key = v.key AND f.entry_key = v.served_key
-                   AND f.verdict = 'wrong') AS banned
+           EXISTS (SELECT 1 FROM semcache_feedback f WHERE f.query_key = v.key AND f.verdict = 'wrong'
+                   AND (f.entry_key = v.served_key OR f.blob_hash = (
+                       SELECT left(e.blob_key, 64) FROM semcache_entries e WHERE e.id = v.entry_id))) AS banned
     FROM semcache_events v
     WHERE CAST(:kinds AS text[]) IS NULL OR v.kind = ANY(CAST(:kinds AS text[]))
     ORDER BY v.id DESC LIMIT :limit""")

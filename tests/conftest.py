@@ -63,8 +63,9 @@ def engine(pg_url):
 
 CACHE_TABLES = ("semcache_events", "semcache_feedback", "semcache_embeddings", "semcache_entries",
                 "semcache_spaces", "semcache_settings", "semcache_usage", "semcache_pending")
-MAIL_TABLES = ("mail_embeddings", "mail_messages", "mail_imap_state", "mail_imports")
-ACCOUNT_TABLES = ("app_sessions", "app_signups", "app_sign_in_failures", "app_users")
+MAIL_TABLES = ("mail_embeddings", "mail_messages", "mail_imap_state", "mail_imports", "mail_labels",
+               "mail_saved_searches")
+ACCOUNT_TABLES = ("app_session_grants", "app_sessions", "app_signups", "app_sign_in_failures", "app_users")
 JOB_TABLES = ("procrastinate_events", "procrastinate_periodic_defers", "procrastinate_jobs",
               "procrastinate_workers")
 

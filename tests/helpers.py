@@ -18,6 +18,7 @@ import zipfile
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -118,7 +119,7 @@ def serve(pg_url: str, tmp_path: Path, emoji_cache_dir: Path, **settings: str):
            "IMAGE_PROVIDER": "offline", "DEFAULT_OWNER": E2E_OWNER, "OPENAI_API_KEY": "", **settings}
     log = open(tmp_path / "streamlit.log", "w")
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port), "--server.address",
+        [sys.executable, "-m", "streamlit", "run", "asgi.py", "--server.port", str(port), "--server.address",
          "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     # The import worker `make run` starts beside the app: the demo mailbox is a background import.
@@ -160,6 +161,12 @@ def search_for(page, query: str) -> None:
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
 
 
+def open_buttons(page):
+    """The results' "Open" buttons (keyed ``open-<id>``), and nothing else a name could match: the
+    sort box's own button is also called "Open"."""
+    return page.locator("[class*='st-key-open-'] button")
+
+
 # ---------------------------------------------------------------------------- pages through AppTest
 
 IMPORT_PAGE = ROOT / "pages" / "import_mail.py"
@@ -190,6 +197,28 @@ def counts(app) -> tuple[str, str, str]:
 
 def button(app, label: str):
     return next(b for b in app.button if b.label == label)
+
+
+def captions(app) -> str:
+    """Every caption of an AppTest run, one a line, as Streamlit was given them."""
+    return "\n".join(c.value for c in app.caption)
+
+
+def markdown(app) -> str:
+    """Every Markdown element of an AppTest run, one a line, as Streamlit was given them."""
+    return "\n".join(m.value for m in app.markdown)
+
+
+def run_page(path: str, **url: str):
+    """An AppTest of the page at ``path``, opened with ``url`` as its query string, run once."""
+    from streamlit.testing.v1 import AppTest
+
+    app = AppTest.from_file(path, default_timeout=180)
+    for key, value in url.items():
+        app.query_params[key] = value
+    app.run()
+    assert not app.exception, app.exception
+    return app
 
 
 def page_text(app) -> str:
@@ -340,3 +369,32 @@ def shown_markdown(app) -> list[str]:
 
 _BADGE = re.compile(r":[a-z]+-badge\[(:material/[a-z_]+: )?[\w ]+\]")
 """The pages' own badges (st.badge), with their icons."""
+
+
+class HtmlReader(HTMLParser):
+    """The text of some HTML, and every tag in it with the names of its attributes."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.text: list[str] = []
+        self.tags: set[tuple[str, tuple[str, ...]]] = set()
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.add((tag, tuple(name for name, _ in attrs)))
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def opened_message(app) -> tuple[str, set[tuple[str, tuple[str, ...]]]]:
+    """The Search page's message view in an AppTest run (its one `st.html`): the text it shows,
+    and every tag in it with the names of its attributes; ("", set()) when none is open."""
+    reader = HtmlReader()
+    for element in app.html:
+        if element.value.startswith('<div class="message-view">'):
+            reader.feed(element.value)
+    return "\n".join(reader.text), reader.tags
+
+
+MESSAGE_VIEW_TAGS = {("div", ("class",)), ("article", ("data-message",)), ("h3", ()), ("pre", ())}
+"""The only markup of the message view: everything from the mail in it is text."""

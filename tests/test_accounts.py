@@ -5,6 +5,7 @@ parts: the embedded PostgreSQL, the local model, the offline pictures, Streamlit
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -359,6 +360,32 @@ def test_sessions_expire_and_sign_out_ends_them(accounts, db):
     assert accounts.user("made-up-token") is None and accounts.user(None) is None
 
 
+def test_a_one_time_code_is_redeemed_for_a_session_once_and_soon(accounts, db):
+    """What a sign-in hands the page for the cookie: no session, a code that opens one once,
+    within a minute, stored only as its digest."""
+    accounts.sign_up("alice", PASSWORD)
+    grant = accounts.sign_in("alice", PASSWORD, one_time=True)
+    assert grant.one_time and accounts.user(grant.token) is None, "the code is no session token"
+    with db.connect() as conn:
+        assert grant.token not in str(conn.execute(text("SELECT * FROM app_session_grants")).all())
+    with ThreadPoolExecutor(8) as pool:  # however many requests bring it at once, it opens one session
+        opened = [s for s in pool.map(lambda _: accounts.redeem(grant.token), range(8)) if s is not None]
+    assert len(opened) == 1 and opened[0].username == "alice" and not opened[0].one_time
+    assert accounts.user(opened[0].token) == "alice" and opened[0].token != grant.token
+    assert accounts.redeem(grant.token) is None
+
+    stale = accounts.sign_up("bob", PASSWORD, one_time=True)
+    assert stale.one_time and accounts.user(stale.token) is None
+    with db.begin() as conn:
+        conn.execute(text("UPDATE app_session_grants SET expires_at = now() - interval '1 second'"))
+    assert accounts.redeem(stale.token) is None
+    assert accounts.redeem(None) is None and accounts.redeem("x" * 10_000) is None
+
+    pending = accounts.sign_in("bob", PASSWORD, one_time=True)
+    accounts.create_account("bob", "another good password", replace=True)  # a new password ends it too
+    assert accounts.redeem(pending.token) is None
+
+
 # ---------------------------------------------------------------------- the app's gates
 
 
@@ -395,6 +422,31 @@ def test_password_mode_signs_up_in_and_out(password_mode):
     app.text_input(key="sign_in_password").input(PASSWORD)
     next(b for b in app.button if b.label == "Sign in").click().run()
     assert "Signed in as **carol**" in texts(app.sidebar.caption)
+
+
+def test_served_with_the_cookie_routes_a_sign_in_hands_the_page_a_code_not_the_token(password_mode, db,
+                                                                                      monkeypatch):
+    """Served as asgi.py: the page gets a one-time code to trade for the cookie, the tab keeps
+    no token, and no session exists until the code is redeemed."""
+    import app_state
+    import session_cookie
+
+    monkeypatch.setenv("MAILSEARCH_SESSION_COOKIE_ROUTES", "1")
+    assert session_cookie.mounted()
+    Accounts(db).create_account("carol", PASSWORD)
+    app = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    app.text_input(key="sign_in_name").input("carol")
+    app.text_input(key="sign_in_password").input(PASSWORD)
+    next(b for b in app.button if b.label == "Sign in").click().run()
+    assert not app.exception, app.exception
+    assert "auth_token" not in app.session_state or not app.session_state["auth_token"]
+    html = " ".join(e.value for e in app.html)
+    assert "Signing you in" in html and session_cookie.SIGN_IN_PATH in html
+    code = re.search(rf'"{session_cookie.CODE_HEADER}": "([^"]+)"', html).group(1)
+    with db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM app_sessions")).scalar() == 0
+    session = app_state.accounts().redeem(code)
+    assert session is not None and session.username == "carol" and session.token not in html
 
 
 def test_admin_pages_are_for_admins(password_mode, db):
@@ -525,11 +577,12 @@ def test_widget_state_cannot_open_another_users_message(app_env, monkeypatch, tw
     monkeypatch.setenv("DEFAULT_OWNER", "alice")
     app = AppTest.from_file(SEARCH, default_timeout=TIMEOUT).run()
     picture_shown(app.text_input(key="q").input("dog").run())
-    app.session_state["open"] = ids["bob"]  # as if a crafted request named Bob's message
+    app.query_params["open"] = str(ids["bob"])  # as if a crafted link named Bob's message
     app.run()
     assert not app.exception
-    shown = texts(app.markdown) + texts(app.caption) + texts(app.text)
+    shown = texts(app.markdown) + texts(app.caption) + texts(app.text) + texts(app.html)
     assert "Rex" not in shown and "Bob's secret dog" not in shown
+    assert texts(app.warning) == "That message is not in your mailbox."
 
 
 def test_end_users_never_see_other_users_topics(password_mode, db, two_mailboxes):

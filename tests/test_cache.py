@@ -166,7 +166,7 @@ def test_stored_threshold_applies_to_every_cache_on_its_next_lookup(cache, embed
     assert other_process.get("doggy").kind == "generated"
     assert other_process.get("puppy", threshold=0.5).kind == "semantic", "a per-call threshold wins"
     with cache.engine.connect() as conn:
-        assert conn.execute(text("SELECT updated_by FROM semcache_settings")).scalar_one() == "owner"
+        assert conn.execute(text("SELECT threshold_set_by FROM semcache_spaces")).scalar_one() == "owner"
 
 
 # ---------------------------------------------------------------------------- the index
@@ -398,7 +398,7 @@ def test_model_switch_keeps_spaces_apart_and_reembed_fills_the_new_one(db, embed
     assert remote.get("puppy").kind == "generated", "the local model's vectors are not searched"
 
     fake_openai.clear_requests()
-    assert CacheAdmin(remote).reembed(remote_embedder) == 2  # dog and rocket; puppy was made in this space
+    assert CacheAdmin(remote).reembed(remote_embedder).embedded == 2  # dog and rocket; puppy was made in this space
     assert sorted(fake_openai.embedded_texts()) == ["dog", "rocket"]
     CacheAdmin(local).delete("puppy")
     fake_openai.clear_requests()
@@ -409,7 +409,7 @@ def test_model_switch_keeps_spaces_apart_and_reembed_fills_the_new_one(db, embed
         per_space = dict(conn.execute(text("SELECT space_id, count(entry_id) FROM semcache_embeddings "
                                            "GROUP BY space_id")).all())
     assert per_space == {local.space().id: 2, remote.space().id: 2}
-    assert CacheAdmin(remote).reembed(remote_embedder) == 0
+    assert CacheAdmin(remote).reembed(remote_embedder).embedded == 0
 
 
 def unit(values):

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from helpers import E2E_OWNER as OWNER
-from helpers import search_for, shot
+from helpers import open_buttons, search_for, shot
 
 pytestmark = pytest.mark.usefixtures("no_file_watcher")
 
@@ -77,8 +77,8 @@ def test_hostile_mail_runs_nothing_and_fetches_nothing(app_url, browser_page, db
     finally:
         shot(page, "hostile-01-results")
 
-    page.get_by_role("button", name="Open").first.click()
-    dialog = page.get_by_role("dialog")
+    open_buttons(page).first.click()
+    dialog = page.locator(".message-view")
     dialog.get_by_text("Garden party on Sunday").wait_for()
     dialog.get_by_text(re.compile(r"Garden party menu !\[menu\]")).wait_for()  # markdown shown as text
     page.mouse.move(10, 10)

@@ -32,7 +32,7 @@ from semcache import SemanticCache
 from semcache import StorageError as CacheStorageError
 from semcache.blobstores import LocalBlobStore
 from semcache.store import SPACE_LOCK_CLASS
-from helpers import LABELLED, raw
+from helpers import LABELLED, captions, markdown, raw
 
 ROOT = Path(__file__).resolve().parent.parent
 SEARCH_PAGE = str(ROOT / "pages" / "search.py")
@@ -95,14 +95,6 @@ def run_query(app: AppTest, query: str) -> AppTest:
     picture_shown(app.text_input(key="q").input(query).run())
     assert not app.exception, app.exception
     return app
-
-
-def captions(app: AppTest) -> str:
-    return "\n".join(c.value for c in app.caption)
-
-
-def markdown(app: AppTest) -> str:
-    return "\n".join(m.value for m in app.markdown)
 
 
 def use_app_settings(monkeypatch, **values: str) -> None:
@@ -501,7 +493,7 @@ def test_sign_in_works_right_after_the_embedded_database_is_killed(killable, mon
 
     engine = app_state.engine()
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE app_sessions, app_signups, app_sign_in_failures, app_users"))
+        conn.execute(text("TRUNCATE app_session_grants, app_sessions, app_signups, app_sign_in_failures, app_users"))
     Accounts(engine).sign_up("alice", "correct horse battery")
 
     app = AppTest.from_file(str(ROOT / "app.py"), default_timeout=180).run()
@@ -524,7 +516,7 @@ def test_sign_in_says_reconnecting_while_the_database_is_down(own_pg, own_db, mo
     from db.accounts import Accounts
 
     with own_db.begin() as conn:
-        conn.execute(text("TRUNCATE app_sessions, app_signups, app_sign_in_failures, app_users"))
+        conn.execute(text("TRUNCATE app_session_grants, app_sessions, app_signups, app_sign_in_failures, app_users"))
     Accounts(own_db).sign_up("alice", "correct horse battery")
     use_app_settings(monkeypatch, DATABASE_URL=own_pg.url, DATA_DIR=str(tmp_path), AUTH_MODE="password")
     import app_state

@@ -218,7 +218,8 @@ def test_eval_command_writes_the_report_and_the_curve(app_env, tmp_path, wordnet
     assert result["model"] == "all-MiniLM-L6-v2 (384 dims)"
     assert (result["pairs"], result["positives"], result["negatives"], result["skipped"]) == (7, 3, 4, 1)
     assert result["default_threshold"] == 0.35
-    assert set(result["at_default"]) == {"hit_rate", "false_hit_rate", "precision"}
+    assert set(result["at_default"]) == {"hit_rate", "false_hit_rate", "precision", "hit_interval",
+                                         "false_hit_interval"}
     assert result["recommended"]["max_false_hit_rate"] == 0.01
     assert result["recommended"]["threshold"] is not None and result["recommended"]["hit_rate"] > 0
     assert result["relations"]["antonym"] == {"negatives": 2}
@@ -258,6 +259,9 @@ def test_the_evidence_tab(app_env, smart_cache):
     recommended = next(label for label in metrics if label.startswith("Recommended"))
     value = float(metrics[recommended])
     assert 0.2 < value < 0.5
+    use = next(b for b in app.button if b.label == f"Use {value:.3f}")
+    assert use.disabled  # three verdicts are thin evidence: it asks first
+    app.checkbox(key="accept_thin").check().run()
     next(b for b in app.button if b.label == f"Use {value:.3f}").click().run()
     assert not app.exception
     assert smart_cache.threshold == pytest.approx(value)

@@ -241,3 +241,47 @@ def test_python_m_semcache_makes_its_tables_on_an_empty_database(empty_url, empt
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["lookups"] == 0
     assert record(empty_db) == [(step.version, step.name, False) for step in MIGRATIONS]
+
+
+# ---------------------------------------------------------------------- step 5: a threshold per space
+
+
+def test_step_5_gives_every_existing_space_the_one_threshold_of_before(empty_db):
+    upgrade(empty_db, to=4)
+    with empty_db.begin() as conn:
+        conn.execute(text("INSERT INTO semcache_spaces (model, dimensions) VALUES ('a', 3), ('b', 5)"))
+        conn.execute(text("INSERT INTO semcache_settings (name, value, updated_by) VALUES ('threshold', '0.27', 'x')"))
+        conn.execute(text("INSERT INTO semcache_settings (name, value) VALUES ('daily_budget_usd', '5')"))
+    assert 5 in upgrade(empty_db)
+    with empty_db.connect() as conn:
+        rows = conn.execute(text("SELECT model, threshold, threshold_set_by FROM semcache_spaces ORDER BY model")).all()
+        names = conn.execute(text("SELECT name FROM semcache_settings")).scalars().all()
+    assert rows == [("a", 0.27, "x"), ("b", 0.27, "x")]
+    assert names == ["daily_budget_usd"], "the moved row is gone, the other settings stay"
+
+
+def test_step_5_keeps_the_threshold_for_the_first_space_when_there_was_none(empty_db, local_embedder,
+                                                                            emoji_generator, tmp_path):
+    upgrade(empty_db, to=4)
+    with empty_db.begin() as conn:
+        conn.execute(text("INSERT INTO semcache_settings (name, value) VALUES ('threshold', '0.22')"))
+    upgrade(empty_db)
+    from semcache import SemanticCache
+    from semcache.blobstores import LocalBlobStore
+
+    cache = SemanticCache(empty_db, local_embedder, emoji_generator, LocalBlobStore(tmp_path), default_threshold=0.35)
+    assert cache.threshold == pytest.approx(0.22)  # not registered yet: read from the row kept for it
+    cache.space()
+    assert cache.threshold == pytest.approx(0.22)
+    with empty_db.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM semcache_settings")).scalar() == 0
+
+
+def test_a_fresh_space_without_a_value_uses_the_default(empty_db, local_embedder, emoji_generator, tmp_path):
+    upgrade(empty_db)
+    from semcache import SemanticCache
+    from semcache.blobstores import LocalBlobStore
+
+    cache = SemanticCache(empty_db, local_embedder, emoji_generator, LocalBlobStore(tmp_path), default_threshold=0.31)
+    assert cache.threshold == pytest.approx(0.31)
+    assert cache.get("dog", fetch_image=False).threshold == pytest.approx(0.31)

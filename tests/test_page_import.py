@@ -209,15 +209,22 @@ def test_demo_button_loads_the_demo_mailbox_and_links_to_search(settings_env, db
     (tmp_path / "pages" / "search.py").write_text("import streamlit as st\nst.title('Search stub')\n")
     main = tmp_path / "app.py"
     main.write_text("import streamlit as st\n"
+                    "import auth, import_views\n"
+                    "import_views.sidebar_status(auth.require_user().name)\n"
                     f"st.navigation([st.Page({str(PAGE)!r}, title='Import', default=True),\n"
                     "               st.Page('pages/search.py', title='Search')]).run()\n")
     app = AppTest.from_file(str(main), default_timeout=120).run()
     assert not app.exception, app.exception
     button(app, "Load the demo mailbox").click().run()
     assert "⏳ Queued the demo mailbox" in markdown(app)
+    assert not [t for t in app.toast if "loaded" in t.value]  # not yet
     run_imports()
     app.run()
     assert not app.exception and not app.error
+    # The session that asked for it is told once that it is done, whichever page it is on.
+    assert [toast.value for toast in app.toast] == ["Demo mailbox loaded: 300 messages."], app.toast
+    app.run()
+    assert not app.toast
     assert counts(app) == ("300", "0", "0")
     assert count(db, "mail_messages") == 300
     assert (settings_env / "demo.mbox").is_file()

@@ -11,7 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 from conftest import MAKING_A_PICTURE, picture_shown
 from mail.store import import_messages
-from helpers import LABELLED, mail, raw
+from helpers import LABELLED, MESSAGE_VIEW_TAGS, captions, mail, markdown, opened_message, raw
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGE = str(ROOT / "pages" / "search.py")
@@ -30,16 +30,8 @@ def run_query(app: AppTest, query: str) -> AppTest:
     return app
 
 
-def captions(app: AppTest) -> str:
-    return "\n".join(c.value for c in app.caption)
-
-
 MAKING = MAKING_A_PICTURE
 picture = picture_shown
-
-
-def markdown(app: AppTest) -> str:
-    return "\n".join(m.value for m in app.markdown)
 
 
 def test_empty_mailbox_leads_to_import_or_demo(alice, run_imports):
@@ -132,9 +124,10 @@ def test_results_come_first_and_clicks_never_wait_for_the_picture(alice, db, loc
 
         app.button(key=next(b.key for b in app.button if b.key and b.key.startswith("open-"))).click().run()
         assert not app.exception
-        assert "for the garden work" in "\n".join(t.value for t in app.text), "the message opened at once"
+        assert "for the garden work" in opened_message(app)[0], "the message opened at once"
         assert MAKING in captions(app)
 
+        app.button(key="close-message").click().run()
         next(b for b in app.button if b.label == "Next →").click().run()
         assert not app.exception
         assert "Page 2 of 2" in captions(app) and MAKING in captions(app)
@@ -203,8 +196,9 @@ def test_opening_a_result_shows_the_thread_as_text(alice, db, local_embedder):
     run_query(app, "party")
     app.button(key=next(b.key for b in app.button if b.key and b.key.startswith("open-"))).click().run()
     assert not app.exception
-    shown = "\n".join(t.value for t in app.text)
+    shown, tags = opened_message(app)
     assert "Come to the party" in shown and "alert" not in shown and "<script" not in shown
+    assert tags <= MESSAGE_VIEW_TAGS, "the mail's own markup is text"
 
 
 HOSTILE_SUBJECT = "Garden ![x](http://127.0.0.1:9/p.png) http://127.0.0.1:9/a www.example.com :material/star:"
@@ -234,6 +228,51 @@ def test_mail_and_other_users_topics_show_as_text(alice, db, local_embedder, emo
     assert "Served from cache: *" + app_state.md("lawn ![x](http://127.0.0.1:9/p.png) www.example.com") in captions(app)
     app.button(key=next(b.key for b in app.button if b.key and b.key.startswith("open-"))).click().run()
     assert not app.exception
-    assert "to " + app_state.md("team@example.org, www.example.net") in captions(app)
+    shown, tags = opened_message(app)
+    assert "to team@example.org, www.example.net" in shown and HOSTILE_SUBJECT in shown
+    assert tags <= MESSAGE_VIEW_TAGS, "subject, sender and addresses are text"
     problems = {source: not_inert(source) for source in shown_markdown(app)}
     assert {source: found for source, found in problems.items() if found} == {}
+
+
+def test_an_opened_message_lives_in_the_url_in_place_of_the_results(alice, db, local_embedder):
+    """Open puts ?open=<id> in the URL and shows the message instead of the results, the picture
+    still beside it; a reload keeps it; "Back to results" returns to the same page of results. An
+    id that is not a message of this mailbox, or not an id, shows no mail and no error."""
+    invoices = [mail(f"Invoice {n:02d}", f"Invoice {n:02d} for the garden work, due in 30 days.") for n in range(25)]
+    import_messages(db, "alice", raw(invoices), embedder=local_embedder)
+    import_messages(db, "bob", raw([mail("Bob's invoice", "Bob's private invoice")]), embedder=local_embedder)
+    with db.connect() as conn:
+        bobs = conn.execute(text("SELECT id FROM mail_messages WHERE owner = 'bob'")).scalar_one()
+    url = lambda app: {k: (v[0] if isinstance(v, list) else v) for k, v in dict(app.query_params).items()}  # noqa: E731
+
+    app = AppTest.from_file(PAGE, default_timeout=180)
+    app.query_params["q"], app.query_params["page"] = "invoice", "2"
+    picture(app.run())
+    pk = int(next(b.key for b in app.button if b.key and b.key.startswith("open-")).removeprefix("open-"))
+    app.button(key=f"open-{pk}").click().run()
+    assert not app.exception
+    assert url(app) == {"q": "invoice", "page": "2", "open": str(pk)}
+    shown = opened_message(app)[0]
+    assert "for the garden work" in shown and not [b for b in app.button if b.key and b.key.startswith("open-")]
+    assert "Page 2 of 2" not in captions(app) and app.image, "the results give way, the picture stays"
+
+    reloaded = AppTest.from_file(PAGE, default_timeout=180)
+    for key, value in url(app).items():
+        reloaded.query_params[key] = value
+    reloaded.run()
+    assert not reloaded.exception and opened_message(reloaded)[0] == shown
+
+    reloaded.button(key="close-message").click().run()
+    assert url(reloaded) == {"q": "invoice", "page": "2"} and "Page 2 of 2" in captions(reloaded)
+    assert opened_message(reloaded) == ("", set())
+
+    for crafted, says in ((str(bobs), "That message is not in your mailbox."), ("9" * 18, "That message is not "
+                          "in your mailbox."), ("abc", None), ("9" * 40, None), ("１２", None)):
+        other = AppTest.from_file(PAGE, default_timeout=180)
+        other.query_params["q"], other.query_params["open"] = "invoice", crafted
+        other.run()
+        assert not other.exception, crafted
+        assert "Bob's" not in opened_message(other)[0] + markdown(other), crafted
+        assert [w.value for w in other.warning] == ([says] if says else []), crafted
+        assert ("Page 1 of 2" in captions(other)) == (says is None), "not an id: the results"

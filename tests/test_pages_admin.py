@@ -83,12 +83,13 @@ def test_the_threshold_slider_is_stored_for_every_process(app_env, db, local_emb
     fresh = SemanticCache(db, local_embedder, emoji_generator, LocalBlobStore(app_env / "blobs"))
     assert fresh.threshold == pytest.approx(0.27)
     with db.connect() as conn:
-        stamp = conn.execute(text("SELECT updated_at, updated_by FROM semcache_settings")).one()
+        stamp = conn.execute(text("SELECT threshold_set_at AS updated_at, threshold_set_by AS updated_by "
+                                  "FROM semcache_spaces")).one()
     assert stamp.updated_by == "settings page"
 
     app.run()  # a rerun without a change writes nothing
     with db.connect() as conn:
-        assert conn.execute(text("SELECT updated_at FROM semcache_settings")).scalar() == stamp.updated_at
+        assert conn.execute(text("SELECT threshold_set_at FROM semcache_spaces")).scalar() == stamp.updated_at
     assert metric(app, "In use for every search") == "0.27"
 
     fresh.set_threshold(0.42, actor="cli")  # changed elsewhere: the page follows on its next run
@@ -136,7 +137,8 @@ def test_a_wrong_match_is_never_served_again(app_env, cache):
     assert cache.get("puppy").kind == "semantic"
     app = page(SETTINGS_PAGE)
     choice = app.selectbox(key="wrong_choice")
-    assert "“puppy” was served “dog”" in choice.format_func(choice.value)
+    assert "“puppy” was served “dog”" in choice.options[0]
+    choice.select(("puppy", "dog")).run()
     next(b for b in app.button if b.label == "Never serve this again").click().run()
     assert not app.exception
     assert "will never again be served" in texts(app.success)
@@ -155,6 +157,31 @@ def test_deleting_cached_pictures(app_env, cache):
     assert "Deleted 1 cached picture." in texts(app.success)
     assert CacheAdmin(cache).entry("dog") is None and CacheAdmin(cache).entry("pizza") is not None
     assert list(app.dataframe[1].value["Phrase"]) == ["pizza"]
+
+
+def test_regenerating_a_picture_asks_first_and_replaces_it(app_env, db, cache):
+    cache.get("dog")
+    admin = CacheAdmin(cache)
+    old = admin.entry("dog")
+    app = page(SETTINGS_PAGE)
+    assert next(b for b in app.button if b.label == "Regenerate…").disabled
+    app.selectbox(key="regenerate_choice").select("dog").run()
+    next(b for b in app.button if b.label == "Regenerate…").click().run()
+    assert "Make a new picture for “dog”? It costs one generation (\\$0.04)" in texts(app.warning)
+    assert admin.entry("dog").blob_key == old.blob_key, "nothing is made before the confirmation"
+    app.button(key="regenerate_cancel").click().run()
+    assert not app.warning and admin.entry("dog").blob_key == old.blob_key
+
+    next(b for b in app.button if b.label == "Regenerate…").click().run()
+    app.button(key="regenerate_confirm").click().run()
+    assert not app.exception
+    assert "New picture for “dog” (\\$0.04): emoji " in texts(app.success)
+    new = admin.entry("dog")
+    assert new.blob_key != old.blob_key and new.detail != old.detail
+    assert list(app.dataframe[1].value["Made from"]) == [new.detail]
+    assert event_counts(db)["generated"] == 2
+    savings = page(SAVINGS_PAGE)
+    assert metric(savings, "Spent") == "$0.08" and count(metric(savings, "Generations")) == 2
 
 
 def test_unreadable_pictures_are_reported_not_raised(app_env, cache):
@@ -220,16 +247,147 @@ def test_savings_figures_match_the_events(app_env, db, cache):
     assert len(app.get("vega_lite_chart")) == 3  # hit rate, money, distances
 
 
-def test_the_demo_replay_adds_events(app_env, db):
+@pytest.fixture
+def replays(app_env):
+    """The server's replays, none running and none remembered, before and after the test."""
+    demo_topics.REPLAYS.forget()
+    yield demo_topics.REPLAYS
+    demo_topics.REPLAYS.forget()
+
+
+OWNER = "me"  # AUTH_MODE=none: the one local user (DEFAULT_OWNER), an admin
+
+
+def button(app: AppTest, label: str):
+    return next(b for b in app.button if b.label == label)
+
+
+def replayed_queries(db, after_id: int = 0) -> list[str]:
+    with db.connect() as conn:
+        return list(conn.execute(text("SELECT query FROM semcache_events WHERE id > :id ORDER BY id"),
+                                 {"id": after_id}).scalars())
+
+
+def test_the_demo_replay_adds_events(app_env, db, replays):
     app = page(SAVINGS_PAGE)
     app.number_input(key="demo_count").set_value(10)
-    next(b for b in app.button if b.label == "Replay").click().run()
+    button(app, "Replay").click().run()
     assert not app.exception
-    assert event_counts(db)["lookups"] == 10
+    run = replays.wait(OWNER, timeout=TIMEOUT)
+    assert run.state == "finished" and run.done == run.total == 10 and run.skipped == ()
+    assert replayed_queries(db) == demo_topics.pick(10)
+    app.run()  # what the page's live view shows on its next poll
     assert count(metric(app, "Lookups")) == 10
-    assert any(label.startswith("Replayed 10 topics") for label in (s.label for s in app.get("status")))
-    app.run()  # the next replay continues down the list
+    assert any(str(p.proto.text).startswith("Replayed 10 topics") for p in app.get("progress"))
     assert f"Next up: topic 11, “{demo_topics.TOPICS[10]}”" in texts(app.caption)
+    assert len(run.marks) == 10  # its own line, lookup by lookup
+    assert [mark.number for mark in run.marks] == list(range(1, 11))
+
+
+def test_the_replay_outlives_the_page_stops_from_another_tab_and_resumes(app_env, db, replays):
+    """The replay runs on the server, not in the page's run: a second session (a reload, another
+    tab) sees it live and stops it; Resume goes on from the next topic, not from the first."""
+    first = page(SAVINGS_PAGE)
+    first.number_input(key="demo_count").set_value(1000)
+    button(first, "Replay").click().run()
+    assert not first.exception
+
+    reloaded = page(SAVINGS_PAGE)  # a new browser session
+    assert any(str(p.proto.text).startswith(("Replaying", "Stopping")) for p in reloaded.get("progress"))
+    assert not any(b.label == "Replay" for b in reloaded.button)  # one replay per user at a time
+    with pytest.raises(demo_topics.ReplayBusy):
+        replays.start(OWNER, reloaded_cache(), 5)
+    button(reloaded, "Stop").click().run()
+    stopped = replays.wait(OWNER, timeout=TIMEOUT)
+    assert stopped.state == "stopped" and 0 < stopped.done < stopped.total
+    done_before = replayed_queries(db)
+    assert done_before == list(stopped.topics[:stopped.done])
+
+    again = page(SAVINGS_PAGE)
+    assert any(str(p.proto.text).startswith(f"Stopped after {stopped.done} of") for p in again.get("progress"))
+    assert f"lookup {stopped.done + 1} of {stopped.total}" in texts(again.caption)
+    button(again, "Resume").click().run()
+    assert not again.exception
+    while replays.progress(OWNER).done <= stopped.done:  # its next lookup is under way
+        replays.wait_for_step(OWNER, timeout=TIMEOUT)
+    replays.stop(OWNER)
+    resumed = replays.wait(OWNER, timeout=TIMEOUT)
+    assert resumed.state == "stopped" and stopped.done < resumed.done < resumed.total
+    assert replayed_queries(db) == list(resumed.topics[:resumed.done])  # each topic once, in order: no restart
+    assert [mark.number for mark in resumed.marks] == list(range(1, resumed.done + 1))
+
+
+def reloaded_cache():
+    import app_state
+
+    return app_state.cache()
+
+
+def test_the_replay_leaves_out_topics_already_cached_and_counts_earlier_pictures_apart(app_env, db, cache, replays):
+    """Topics cached by earlier searches would be hits that say nothing of the replay: they are
+    left out (and said), and a paraphrase served by an earlier picture is counted apart."""
+    for topic in ("dog", "invoices"):
+        cache.get(topic)
+    before = max_event_id(db)
+    app = page(SAVINGS_PAGE)
+    app.number_input(key="demo_count").set_value(16)
+    button(app, "Replay").click().run()
+    run = replays.wait(OWNER, timeout=TIMEOUT)
+    stretch = demo_topics.pick(16)
+    assert run.skipped == ("dog", "invoices")
+    assert list(run.topics) == [t for t in stretch if t.casefold() not in ("dog", "invoices")]
+    assert replayed_queries(db, before) == list(run.topics)
+    with db.connect() as conn:
+        earlier = conn.execute(text("SELECT count(*) FROM semcache_events WHERE id > :id AND kind IN "
+                                    "('exact', 'semantic') AND served_key IN ('dog', 'invoices')"),
+                               {"id": before}).scalar()
+    assert earlier >= 1  # "puppy" is served the picture of the earlier "dog"
+    assert run.earlier_hits == earlier
+    assert run.hit_rate == pytest.approx(run.own_hits / (run.own_hits + run.generated))
+    app.run()
+    assert "2 topics were left out, already cached from earlier searches (“dog”, “invoices”)" in texts(app.caption)
+    shown = metric(app, "Replay hit rate")
+    assert shown == f"{run.hit_rate:.0%}"
+    assert metric(app, "From earlier pictures") == str(earlier)
+
+
+def test_a_stretch_with_every_topic_cached_replays_nothing(app_env, db, cache, replays):
+    cache.get("dog")
+    app = page(SAVINGS_PAGE)
+    app.number_input(key="demo_count").set_value(1)
+    button(app, "Replay").click().run()
+    run = replays.progress(OWNER)
+    assert run.state == "finished" and run.total == 0 and run.skipped == ("dog",)
+    assert "Nothing to replay in this stretch" in texts(app.info)
+    assert f"Next up: topic 2, “{demo_topics.TOPICS[1]}”" in texts(app.caption)
+
+
+def max_event_id(db) -> int:
+    with db.connect() as conn:
+        return conn.execute(text("SELECT COALESCE(max(id), 0) FROM semcache_events")).scalar()
+
+
+def test_one_lookup_draws_no_line_and_every_axis_has_a_domain(app_env, db):
+    """A line of one point has nothing to span: the page says so instead of drawing it; the
+    charts it draws give their axes an extent outright."""
+    add_events(db, [{"at": T0, "query": "dog", "kind": "generated", "spent": 0.04, "served_key": "dog"}])
+    app = page(SAVINGS_PAGE)
+    assert app.get("vega_lite_chart") == []
+    assert "The lines over time start with the second lookup." in texts(app.caption)
+    known_events(db)
+    app = page(SAVINGS_PAGE)
+    charts = app.get("vega_lite_chart")
+    assert len(charts) == 3
+    import json
+
+    for chart in charts:
+        spec = json.loads(chart.proto.spec)
+        layers = spec.get("layer", [spec])
+        for layer in layers:
+            for channel in ("x", "y"):
+                encoding = layer.get("encoding", {}).get(channel, {})
+                if encoding.get("type") == "quantitative":
+                    assert "domain" in encoding.get("scale", {}), (channel, encoding)
 
 
 def test_demo_topics_repeat_and_vary():
@@ -353,8 +511,10 @@ def test_report_recent_lookups_and_bans(db):
 def test_report_threshold_setting(db, local_embedder, emoji_generator, tmp_path):
     assert report.threshold_setting(db, 0.35) == report.ThresholdSetting(0.35, False, None, None)
     SemanticCache(db, local_embedder, emoji_generator, LocalBlobStore(tmp_path)).set_threshold(0.3, actor="me")
-    setting = report.threshold_setting(db, 0.35)
+    setting = report.threshold_setting(db, 0.35, model=local_embedder.model, dimensions=local_embedder.dimensions)
     assert setting.value == pytest.approx(0.3) and setting.stored and setting.updated_by == "me"
+    assert setting.model == "all-MiniLM-L6-v2" and setting.dimensions == 384
+    assert not report.threshold_setting(db, 0.35, model="another-model", dimensions=384).stored
 
 
 def test_report_thumbnails_and_errors():
@@ -380,7 +540,7 @@ def test_report_thumbnails_and_errors():
 HOSTILE_TOPIC = "Lawn ![x](http://127.0.0.1:9/p.png) http://127.0.0.1:9/a www.example.com :material/star: $x$"
 
 
-def test_another_users_topic_is_text_on_the_savings_page(app_env, cache):
+def test_another_users_topic_is_text_on_the_savings_page(app_env, cache, replays):
     """A non-admin's topic, served to the demo replay, shows as written: no image is fetched."""
     import app_state
     from helpers import not_inert, shown_markdown
@@ -391,6 +551,8 @@ def test_another_users_topic_is_text_on_the_savings_page(app_env, cache):
     app.number_input(key="demo_count").set_value(1)
     next(b for b in app.button if b.label == "Replay").click().run()
     assert not app.exception
+    replays.wait(OWNER, timeout=TIMEOUT)
+    app.run()
     assert f"picture of “{app_state.md(entry.key)}”" in texts(app.markdown)
     problems = {source: not_inert(source) for source in shown_markdown(app)}
     assert {source: found for source, found in problems.items() if found} == {}

@@ -15,7 +15,7 @@ from PIL import Image
 from semcache import pixelart
 from semcache.errors import EmbeddingError, GenerationError
 from semcache.interfaces import Generator
-from semcache.pixelart import EmojiPixelArtGenerator, find_emoji_font, pixelate
+from semcache.pixelart import EmojiPixelArtGenerator, PickRules, find_emoji_font, pixelate
 
 FONT = find_emoji_font()
 
@@ -231,3 +231,82 @@ def test_pixelate_flattens_transparency() -> None:
     assert rgb.getpixel((2, 2)) == (255, 255, 255)
     assert rgb.getpixel((128, 128)) == (200, 20, 20)
     assert colours(picture) <= 16
+
+
+# --- which emoji may stand for a topic ------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def classic(embedder: LocalMiniLM, font: Path, emoji_cache_dir: Path) -> EmojiPixelArtGenerator:
+    """The picks before the rules: names and aliases only, every flag, nothing excluded."""
+    return EmojiPixelArtGenerator(embedder, font_path=font, cache_dir=emoji_cache_dir, rules=PickRules.classic())
+
+
+def is_flag(char: str) -> bool:
+    return len(char) == 2 and all(0x1F1E6 <= ord(c) < 0x1F200 for c in char)
+
+
+def test_the_reported_misfits_are_fixed_and_the_classic_rules_still_make_them(
+        generator: EmojiPixelArtGenerator, classic: EmojiPixelArtGenerator) -> None:
+    assert classic.match("villa").emoji == "🇲🇨"
+    assert classic.match("🐶").emoji == "❌"
+    assert classic.match("spaceship").emoji == "🛳️"
+    assert generator.match("villa").emoji in {"🏠", "🏡", "🏘️"}
+    assert generator.match("🐶").emoji == "🐶"
+    assert generator.match("spaceship").emoji in {"🚀", "🛸", "🛰️"}
+
+
+def test_flags_only_for_the_places_a_topic_names(generator: EmojiPixelArtGenerator) -> None:
+    assert generator.match("trip to Paris").emoji == "🇫🇷"
+    assert generator.match("conference in Madrid").emoji in {"🇪🇸", "🎤"}
+    assert generator.match("new york").emoji in {"🇺🇸", "🗽", "🏙️"}  # never New Zealand's
+    for topic in ("villa", "turkey dinner", "jordan almonds", "casino night", "new year", "wool sweater"):
+        pick = generator.match(topic)
+        assert not is_flag(pick.emoji), (topic, pick)
+
+
+def test_nothing_that_reads_as_an_error(generator: EmojiPixelArtGenerator, classic: EmojiPixelArtGenerator) -> None:
+    assert classic.match("warning").emoji in pixelart.ERROR_LOOKING | {"⚠️"}
+    for topic in ("warning", "x", "no", "stop", "error report", "cancelled order", "forbidden", "question"):
+        pick = generator.match(topic)
+        assert pick.emoji.replace("\ufe0f", "") not in pixelart.ERROR_LOOKING, (topic, pick)
+
+
+def test_an_emoji_typed_in_the_topic_is_drawn(generator: EmojiPixelArtGenerator) -> None:
+    image = generator.generate("🎂 party")
+    assert image.detail == "emoji 🎂 (typed in the topic)"
+    assert image.png == generator.generate("🎂").png
+    assert generator.pick("party 🐈 and 🐶").emoji == "🐈"
+    assert generator.pick("✈ to rome").emoji in {"✈", "✈️"}
+    assert generator.match("x" * 5000 + "🐶").emoji != "🐶"  # only the start of a long topic is read
+
+
+def test_signs_lose_a_near_tie_to_things(generator: EmojiPixelArtGenerator, classic: EmojiPixelArtGenerator) -> None:
+    assert classic.match("book club").emoji == "♣️"
+    assert generator.match("book club").emoji != "♣️"
+
+
+def test_variants_are_the_next_best_emoji_then_sprites(generator: EmojiPixelArtGenerator) -> None:
+    pngs = [generator.generate("dog", variant=n) for n in range(4)]
+    assert pngs[0] == generator.generate("dog")
+    assert len({image.png for image in pngs}) == 4
+    assert all(image.detail.startswith("emoji ") for image in pngs), [p.detail for p in pngs]
+    assert "variant 2" in pngs[2].detail
+    picks = [generator.pick("dog", variant=n) for n in range(4)]
+    assert [p.emoji for p in picks] == [image.detail.split()[1] for image in pngs]
+    last = generator.generate("dog", variant=500)
+    assert last.detail.startswith("sprite (variant 500")
+    assert last.png != generator.generate("dog", variant=501).png
+    with pytest.raises(ValueError):
+        generator.generate("dog", variant=-1)
+
+
+def test_the_labelled_topics_mostly_get_an_acceptable_picture(generator: EmojiPixelArtGenerator,
+                                                             classic: EmojiPixelArtGenerator) -> None:
+    from benchmarks.pictures import HOLDOUT, TOPICS, read_topics, score
+
+    topics = read_topics(TOPICS)
+    assert len(topics) == 100
+    now, before = score(generator, topics), score(classic, topics)
+    assert now["acceptable"] >= 90 and before["acceptable"] <= 70, (now["acceptable"], before["acceptable"])
+    held_out = read_topics(HOLDOUT)
+    assert score(generator, held_out)["acceptable_rate"] > score(classic, held_out)["acceptable_rate"]

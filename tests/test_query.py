@@ -155,10 +155,72 @@ def test_has_attachment():
 
 
 def test_unknown_operators_and_colons_are_plain_words():
-    query = q("re: meeting at 10:30 foo:bar http://example.com label:work")
-    assert query.words == ["re:", "meeting", "at", "10:30", "foo:bar", "http://example.com", "label:work"]
+    query = q("re: meeting at 10:30 foo:bar http://example.com tag:work")
+    assert query.words == ["re:", "meeting", "at", "10:30", "foo:bar", "http://example.com", "tag:work"]
     assert query.senders == [] and query.after is None
-    assert query.topic == "re: meeting at 10:30 foo:bar http://example.com label:work"
+    assert query.topic == "re: meeting at 10:30 foo:bar http://example.com tag:work"
+    assert query.unknown == ["foo:bar", "tag:work"]  # a link and a bare "re:" are no operator typed wrong
+
+
+# --- cc, attachment names, folders, labels, sizes ----------------------------------------------------
+
+def test_cc_filename_in_and_label():
+    query = q('report cc:carol filename:pdf in:INBOX label:"To  Do" label:Work')
+    assert (query.cc, query.filenames, query.folders) == (["carol"], ["pdf"], ["INBOX"])
+    assert query.labels == ["to-do", "work"]
+    assert query.recipients == [] and query.topic == "report"
+    assert not q("label:x").is_empty and not q("in:sent").is_empty and not q("cc:x").is_empty
+
+
+def test_a_label_is_matched_the_way_it_is_stored():
+    from mail.query import MAX_LABEL_CHARS, normal_label
+
+    assert normal_label("  Receipts 2024 ") == "receipts-2024"
+    assert normal_label("\x00\u202e") == ""
+    assert len(normal_label("x" * 500)) == MAX_LABEL_CHARS
+    assert q('label:""').labels == [] and q("label:").labels == []
+
+
+@pytest.mark.parametrize("value, size", [
+    ("500000", 500_000), ("10k", 10 * 1024), ("10K", 10 * 1024), ("2M", 2 * 1024**2), ("2mb", 2 * 1024**2),
+    ("1.5M", 1536 * 1024), ("1g", 1024**3), ("3KiB", 3 * 1024), ("999999999999g", 2**40),
+])
+def test_sizes(value, size):
+    assert q(f"larger:{value}").larger == size
+    assert q(f"smaller:{value}").smaller == size
+
+
+def test_repeated_sizes_narrow_the_range_and_an_empty_range_is_refused():
+    query = q("larger:1k larger:5k smaller:1M smaller:200k")
+    assert (query.larger, query.smaller) == (5 * 1024, 200 * 1024)
+    with pytest.raises(QueryError, match="larger than 2 MB"):
+        q("larger:2M smaller:1M")
+
+
+@pytest.mark.parametrize("text", ["larger:big", "smaller:", "larger:-5", "larger:1.2.3", "smaller:10x", "larger:1e9",
+                                  "larger:" + "9" * 5000])
+def test_bad_sizes_say_what_is_expected(text):
+    with pytest.raises(QueryError, match="needs a size like 10k"):
+        q(text)
+
+
+@pytest.mark.parametrize("text", ["-label:work", "-in:spam", "-cc:bob", "-filename:exe", "-larger:1M"])
+def test_excluding_the_new_operators_is_refused_too(text):
+    with pytest.raises(QueryError, match="remove"):
+        q(text)
+
+
+def test_analysis_says_what_each_part_became():
+    assert q("invoices from:alice after:2024-01-31 has:attachment").analysis() == [
+        "words: invoices", "from: alice", "on or after 31 Jan 2024", "has attachment"]
+    assert q('"tax return" -draft to:bob cc:carol subject:q3 filename:pdf in:INBOX label:Work larger:10k '
+             'smaller:2M before:2025 foo:bar').analysis() == [
+        "words: foo:bar", "phrase: \u201ctax return\u201d", "without: draft", "to or cc: bob", "cc: carol",
+        "subject: q3", "attachment named: pdf", "in folder: INBOX", "label: work",
+        "larger than 10 KB (10,240 bytes)", "smaller than 2 MB (2,097,152 bytes)", "before 1 Jan 2025",
+        "not operators, searched as words: foo:bar"]
+    assert q("").analysis() == ["every message"]
+    assert q("newer_than:7d").analysis() == ["on or after 24 Mar 2025"]
 
 
 def test_excluding_an_operator_is_refused_with_a_way_out():
@@ -272,6 +334,7 @@ HOSTILE = [
     "'; DROP TABLE messages; --", "\\", "'", "a'b", "%_%", "\x00\x01\x1b[31mred\x7f", "\ud800 lone surrogate",
     "\u202eevil\u202c", "🐶🐱 puppy 🎉", "👨‍👩‍👧 family", "x" * 10_000, "word " * 3000, '"' * 5001,
     "-" * 9999 + "x", "naïve café Zoë", "日本語 テスト", "emoji:🐶 subject:🐱", "a:b:c:d", ":", "::", "from::",
+    "label:" + "\u202e" * 300, "in:\x00 cc:\n filename:\r", "x:" * 3000, "label:" * 2000,
 ]
 
 
@@ -279,7 +342,8 @@ HOSTILE = [
 def test_hostile_input_parses_into_clean_bounded_strings(text):
     query = q(text)
     for value in (query.topic, query.fts_query, query.text, *query.words, *query.phrases, *query.excluded,
-                  *query.senders, *query.recipients, *query.subjects):
+                  *query.senders, *query.recipients, *query.subjects, *query.cc, *query.filenames,
+                  *query.folders, *query.labels, *query.unknown, *query.analysis()):
         assert not any(ord(ch) < 32 or ord(ch) == 127 or 0xD800 <= ord(ch) <= 0xDFFF for ch in value)
         assert "\u202e" not in value
     assert len(query.fts_query) <= MAX_FTS_CHARS

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from mail.query import MAX_FTS_CHARS, _fts, _fts_term, parse_query
-from mail.sql import _excluded, _filters, _like, _plain
+from mail.sql import _FOLDER, _excluded, _filters, _like, _plain
 from semcache.cache import SemanticCache
 from semcache.matching import EXACT, Match, Matcher, Relation, Weights
 
@@ -119,8 +119,10 @@ def candidate(entry_id: int, key: str, distance: float, *, banned: bool = False)
 
 
 def choose(matcher: Matcher, rows: list, key: str, threshold: float):
-    """The cache's choice among ``rows`` (nearest first): only its matcher takes part in it."""
-    return SemanticCache._choose(SimpleNamespace(matcher=matcher), rows, key, threshold)
+    """The cache's choice among ``rows`` (nearest first): only its matcher takes part in it (the
+    entries' own thresholds are off)."""
+    return SemanticCache._choose(SimpleNamespace(matcher=matcher, entry_thresholds=False,
+                                                 default_entry_error_bound=0.05), rows, key, threshold)
 
 
 def test_the_nearest_candidate_within_the_threshold_is_served():
@@ -240,3 +242,17 @@ def test_like_patterns_match_their_value_literally(value, pattern):
 def test_required_terms_carry_no_websearch_syntax():
     assert _plain('"quoted" or -minus and more') == "quoted minus more"
     assert _excluded("one") == "-one" and _excluded("two words") == '-"two words"'
+
+
+def test_the_new_operators_are_conditions_with_their_values_bound():
+    params: dict = {}
+    sql = _filters(parse_query("cc:carol filename:pdf in:INBOX label:Work larger:10k smaller:2M"), params)
+    assert sql == (" AND array_to_string(m.cc_addrs, ' ') ILIKE :cc_0"
+                   " AND EXISTS (SELECT 1 FROM jsonb_array_elements(m.attachments) AS a"
+                   " WHERE a ->> 'filename' ILIKE :filename_0)"
+                   f" AND (lower(m.folder) = :folder_0 OR {_FOLDER} = :folder_0)"
+                   " AND EXISTS (SELECT 1 FROM mail_labels l WHERE l.owner = m.owner AND l.message_pk = m.id"
+                   " AND l.label = :label_0)"
+                   " AND m.size_bytes > :larger AND m.size_bytes < :smaller")
+    assert params == {"cc_0": "%carol%", "filename_0": "%pdf%", "folder_0": "inbox", "label_0": "work",
+                      "larger": 10240, "smaller": 2 * 1024**2}
