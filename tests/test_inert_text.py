@@ -143,7 +143,7 @@ def test_hostile_topics_and_mail_fetch_nothing_and_link_nothing(app_url, browser
     page.goto(app_url)
     page.get_by_text("1 messages. Type a topic to search them.").wait_for()
     search_for(page, "garden party")
-    page.get_by_text("1 messages · garden party").wait_for()
+    page.get_by_text("1 message · garden party").wait_for()
     page.get_by_text(re.compile(r"Served from cache")).wait_for()  # the hostile phrase answered, as admin
     open_buttons(page).first.click()
     page.locator(".message-view").get_by_text("The garden party: see").wait_for()
