@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -117,13 +116,9 @@ def evaluate(folder: Path, topics: Path | None = TOPICS) -> dict:
 
 
 def wilson(successes: int, trials: int, z: float = 1.96) -> list[float] | None:
-    """The Wilson score interval (95% by default) of a rate seen ``successes`` times in ``trials``."""
-    if trials == 0:
-        return None
-    p = successes / trials
-    centre = (p + z * z / (2 * trials)) / (1 + z * z / trials)
-    half = z / (1 + z * z / trials) * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials))
-    return [round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)]
+    """`semcache.eval.wilson`, rounded to four places as the reports print it."""
+    interval = evaluation.wilson(successes, trials, z)
+    return None if interval is None else [round(bound, 4) for bound in interval]
 
 
 def markdown(result: dict) -> str:
