@@ -73,7 +73,7 @@ class Settings(BaseSettings):
 
     # Cache
     default_threshold: float = Field(
-        0.35, ge=0, le=2,
+        0.31, ge=0, le=2,  # semcache.matching.DEFAULT_THRESHOLD: settings import nothing of the app
         description="Cosine distance used until a product owner sets one on the Settings page.")
     max_topic_chars: int = Field(200, gt=0, description="Longest topic accepted.")
     hnsw_ef_search: int = Field(

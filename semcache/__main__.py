@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from semcache.cli import add_commands, run
+from semcache.matching import DEFAULT_THRESHOLD
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--emoji-index", type=Path, help="folder to keep the emoji catalogue's index in")
     parser.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"),
                         help="WordNet 3.0 folder for the matcher's second look (without it: distance alone)")
-    parser.add_argument("--default-threshold", type=float, default=0.35,
+    parser.add_argument("--default-threshold", type=float, default=DEFAULT_THRESHOLD,
                         help="cosine distance used until one is stored (0 to 2)")
     add_commands(parser)
     args = parser.parse_args(argv)

@@ -27,7 +27,7 @@ from semcache.errors import BlobNotFound, EmbeddingError, GenerationError, Semca
 from semcache.budget import CostGuard
 from semcache.interfaces import BlobStore, Embedder, GeneratedImage, Generator
 from semcache.matching import (
-    ENTRY_LOOSEN_CAP, EXACT, EntryEvidence, Match, Matcher, check_error_bound, entry_threshold,
+    DEFAULT_THRESHOLD, ENTRY_LOOSEN_CAP, EXACT, EntryEvidence, Match, Matcher, check_error_bound, entry_threshold,
 )
 from semcache.normalize import check_threshold, clean, topic_key
 from semcache.store import Space
@@ -137,7 +137,7 @@ class SemanticCache:
         generator: Generator,
         blobs: BlobStore,
         *,
-        default_threshold: float = 0.35,
+        default_threshold: float = DEFAULT_THRESHOLD,
         max_topic_chars: int = 200,
         candidates: int = 10,
         max_entries: int | None = None,
@@ -564,19 +564,25 @@ class SemanticCache:
         """The best of ``rows`` (nearest first) for ``key`` at ``threshold`` (each entry at its own,
         with ``entry_thresholds``), and the matches it scored (by entry id). A row further than the
         largest threshold times the matcher's stretch cannot win, nor can one whose best possible
-        score is already beaten: neither is looked up."""
+        score is already beaten: neither is looked up, and the rest stop there. A row beyond the
+        stretch of its own pair (`Matcher.stretch_for`: two single words reach less far than two
+        phrases) is passed over."""
         best: tuple[object, Match] | None = None
         scored: dict[int, Match] = {}
         if threshold <= 0:
             return None, scored
         stretch = self.matcher.stretch
-        reach = (threshold + ENTRY_LOOSEN_CAP if self.entry_thresholds else threshold) * stretch
+        widest = threshold + ENTRY_LOOSEN_CAP if self.entry_thresholds else threshold
         bound = self.default_entry_error_bound if error_bound is None else error_bound
         for row in rows:
-            if row.distance > reach or (best is not None and row.distance / stretch >= best[1].score):
+            if row.distance > widest * stretch or (best is not None and row.distance / stretch >= best[1].score):
                 break
             if row.banned or row.key == key:
                 continue
+            own_stretch = self.matcher.stretch_for(key, row.key)
+            if row.distance > widest * own_stretch or (best is not None
+                                                        and row.distance / own_stretch >= best[1].score):
+                continue  # this pair's relation cannot bring it within reach: not judged
             match = scored[row.entry_id] = self.matcher.match(key, row.key, row.distance)
             own = self.own_threshold(EntryEvidence.of(row), threshold, bound) if self.entry_thresholds else threshold
             if match.serves(own) and (best is None or match.score < best[1].score):

@@ -50,6 +50,7 @@ class Relation(str, Enum):
     UNKNOWN = "unknown"    # at least one is not a WordNet word: the embedding decides
     ALIGNED = "aligned"    # two phrases of the same words, in another order or form ("paris trip", "trip to paris")
     CONTRAST = "contrast"  # two phrases that differ in opposites or two kinds of one thing ("summer vacation", "winter vacation")
+    PARTIAL = "partial"    # two phrases that share words and differ in others, not judged ("hotel booking", "flight booking")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,9 @@ switchable techniques on top of the distance:
 - ``phrases`` (with ``lexicon``): two multi-word topics are aligned word by word
   (`semcache.phrases`): phrases that differ in opposites or in two members of one kind
   ("summer vacation", "winter vacation") are never served; the same words in another order or
-  form count as synonyms; anything else keeps the phrase's distance.
+  form count as closer still than synonyms; phrases that share words and differ in others
+  ("hotel booking", "flight booking") count as further than their distance, which the shared
+  words shrink; anything else keeps the phrase's distance.
 
 The cache (`SemanticCache.get`), its preview (`SemanticCache.neighbours`) and the threshold
 evaluation (`semcache.eval`) all decide through one `Matcher`, so what the evaluation reports is
@@ -31,11 +33,15 @@ from dataclasses import dataclass, field
 
 from semcache.errors import InvalidThreshold
 from semcache.lexicon import Relation, WordNet
-from semcache.phrases import judge
+from semcache.phrases import content_words, is_phrase, judge, letter_apart
 
 _PHRASE_JUDGED = frozenset({Relation.UNKNOWN, Relation.SIBLING, Relation.DISTINCT})
 """What WordNet says of two whole phrases that a word-by-word look may say better: nothing, or
 that they are different things ("cat food", "dog food")."""
+
+DEFAULT_THRESHOLD = 0.31
+"""The threshold of a space until a product owner sets one: chosen on the realistic topic pairs of
+``benchmarks/data/topics-dev.tsv`` for the local model and this decision (docs/benchmarks.md)."""
 
 EXACT = "exact"
 """The relation of a topic served on the exact path (the same key, or the same dictionary form)."""
@@ -47,12 +53,18 @@ class Weights:
 
     synonym: float = 0.5
     kind: float = 0.7
-    direct_kind: float = 0.5
+    direct_kind: float = 0.47
     """One step apart: "a villa is a house", "a puppy is a dog"."""
     related: float = 0.7
     sibling: float = 1.0
     distinct_penalty: float = 0.05
     """Added (not multiplied) for two words WordNet knows but does not link: "dog" and "cat"."""
+    aligned: float = 0.3
+    """Two phrases of the same words, in another order or form: "paris trip", "trip to paris"."""
+    partial: float = 1.6
+    """Two phrases that share words and differ in others nothing judges: "hotel booking", "flight
+    booking". The words they share pull their embeddings together (all-MiniLM-L6-v2 puts these
+    0.32 apart, nearer than "house" and "villa"), so the distance counts for more."""
 
     def score(self, relation: Relation, distance: float) -> float:
         if relation is Relation.SAME:
@@ -61,15 +73,25 @@ class Weights:
             return math.inf
         if relation is Relation.DISTINCT:
             return distance + self.distinct_penalty
-        factor = {Relation.SYNONYM: self.synonym, Relation.ALIGNED: self.synonym, Relation.KIND: self.kind,
+        factor = {Relation.SYNONYM: self.synonym, Relation.ALIGNED: self.aligned, Relation.KIND: self.kind,
                   Relation.DIRECT_KIND: self.direct_kind, Relation.RELATED: self.related,
-                  Relation.SIBLING: self.sibling}.get(relation, 1.0)
+                  Relation.SIBLING: self.sibling, Relation.PARTIAL: self.partial}.get(relation, 1.0)
         return distance * factor
 
     @property
     def stretch(self) -> float:
         """How far beyond the threshold (as a multiple) a candidate can still be served."""
-        return 1.0 / min(self.synonym, self.kind, self.direct_kind, self.related, self.sibling, 1.0)
+        return 1.0 / min(self.word_factor, self.aligned, self.partial)
+
+    @property
+    def word_stretch(self) -> float:
+        """The stretch for two keys that cannot be aligned word by word (two single words, neither
+        a misspelling of the other; two phrases of different numbers of content words)."""
+        return 1.0 / min(self.word_factor, self.partial)
+
+    @property
+    def word_factor(self) -> float:
+        return min(self.synonym, self.kind, self.direct_kind, self.related, self.sibling, 1.0)
 
 
 @dataclass(frozen=True)
@@ -134,7 +156,22 @@ class Matcher:
 
     @property
     def stretch(self) -> float:
-        return self.weights.stretch if self.uses_lexicon else 1.0
+        """The farthest reach beyond the threshold of any candidate (as a multiple)."""
+        if not self.uses_lexicon:
+            return 1.0
+        return self.weights.stretch if self.uses_phrases else self.weights.word_stretch
+
+    def stretch_for(self, query_key: str, entry_key: str) -> float:
+        """The reach for one pair of keys, found without WordNet. Only keys with as many content
+        words (a single word: a misspelling of the other) can be aligned word by word; for the
+        others the smaller word stretch holds, and a far candidate is not judged at all."""
+        if not self.uses_phrases:
+            return self.stretch
+        if is_phrase(query_key) or is_phrase(entry_key):
+            could_align = len(content_words(query_key)) == len(content_words(entry_key))
+        else:
+            could_align = letter_apart(query_key, entry_key)
+        return self.weights.stretch if could_align else self.weights.word_stretch
 
     def canonical(self, key: str) -> str:
         """The key's dictionary form for the exact path: each word a noun in its singular form

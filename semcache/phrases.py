@@ -11,8 +11,11 @@ synonym), and the words left over are judged with WordNet:
   dress", "blue dress") changes the picture: never served;
 - every word aligned ("paris trip", "trip to paris"; "car insurance", "auto insurance"): the same
   words in another order or form, which counts as the synonyms it is;
-- anything else (another head, "birthday party" / "birthday celebration"; a word WordNet does not
-  know; a word more on one side): the phrase's distance decides, as it would without this.
+- a word on each side that none of this judges (another head, "birthday party" / "birthday
+  celebration"; "hotel booking" / "flight booking"): the phrases differ in part, and their
+  distance, which the words they share pull together, counts for more (`Relation.PARTIAL`);
+- anything else (words more on one side only, "birthday" / "birthday party"): the phrase's
+  distance decides, as it would without this.
 
 A misspelt word aligns with the word it misspells ("sumer vacation"), and two single words, one a
 misspelling of the other ("vacaton", "vacation"), count as aligned too.
@@ -59,7 +62,7 @@ def is_phrase(key: str) -> bool:
     return len(key.split()) > 1
 
 
-def _typo(a: str, b: str) -> bool:
+def letter_apart(a: str, b: str) -> bool:
     """One letter added, dropped, changed or two swapped, in words of four letters or more."""
     if min(len(a), len(b)) < 4 or abs(len(a) - len(b)) > 1 or a == b:
         return False
@@ -79,7 +82,7 @@ def misspelt(wordnet, a: str, b: str) -> bool:
     unknown to WordNet ("recipt") or a word nobody is counted using that WordNet does not link to
     the other ("sumer", "summer"); two words a letter apart that WordNet links are two words
     ("hostel" is a kind of "hotel")."""
-    if not _typo(a, b):
+    if not letter_apart(a, b):
         return False
     if not (wordnet.base_forms(a) and wordnet.base_forms(b)):
         return True
@@ -122,8 +125,10 @@ def judge(query_key: str, entry_key: str, wordnet) -> Relation | None:
         return None
     if not alignment.only_a and not alignment.only_b:
         return Relation.ALIGNED
+    if not alignment.only_a or not alignment.only_b:
+        return Relation.UNKNOWN  # words added on one side: a narrower topic of the same thing
     if len(alignment.only_a) > 2 or len(alignment.only_b) > 2:
-        return Relation.UNKNOWN
+        return Relation.PARTIAL
     one_kind = getattr(wordnet, "one_kind", None)
     main_pos = getattr(wordnet, "main_pos", None)
     for x in alignment.only_a:
@@ -135,4 +140,4 @@ def judge(query_key: str, entry_key: str, wordnet) -> Relation | None:
                 return Relation.CONTRAST
             if relation is Relation.SIBLING and main_pos is not None and main_pos(x) == {"a"} == main_pos(y):
                 return Relation.CONTRAST  # two of one cluster of adjectives: "red", "blue"
-    return Relation.UNKNOWN
+    return Relation.PARTIAL

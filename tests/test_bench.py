@@ -9,6 +9,7 @@ import json
 import pytest
 
 from benchmarks.cache import cost, markdown, scale, throughput
+from semcache.matching import DEFAULT_THRESHOLD
 
 
 def test_scale_reports_latency_agreement_and_sizes(db, tmp_path):
@@ -51,7 +52,7 @@ def test_cost_of_no_cache_exact_only_and_semantic(db, local_embedder, tmp_path):
     assert policies["no_cache"]["spent_usd"] == pytest.approx(40 * 0.04)
     exact, semantic = policies["exact_only"], policies["semantic"]
     assert exact["generations"] == report["distinct_keys"] and exact["kinds"].get("semantic", 0) == 0
-    assert semantic["threshold"] == 0.35 and semantic["kinds"].get("semantic", 0) > 0
+    assert semantic["threshold"] == DEFAULT_THRESHOLD and semantic["kinds"].get("semantic", 0) > 0
     assert exact["spent_usd"] >= semantic["spent_usd"]
     for policy in (exact, semantic):
         assert policy["spent_usd"] == pytest.approx(policy["generations"] * 0.04)

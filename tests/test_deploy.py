@@ -50,6 +50,13 @@ def test_env_example_documents_every_setting():
     assert documented == FIELDS
 
 
+def test_the_default_threshold_is_the_library_s():
+    from semcache.matching import DEFAULT_THRESHOLD
+
+    assert Settings(_env_file=None).default_threshold == DEFAULT_THRESHOLD
+    assert f"DEFAULT_THRESHOLD={DEFAULT_THRESHOLD}" in (ROOT / ".env.example").read_text()
+
+
 def test_settings_validate_the_threshold_and_blank_values():
     with pytest.raises(ValueError):
         Settings(_env_file=None, default_threshold=2.5)

@@ -20,7 +20,7 @@ from semcache import CacheAdmin, SemanticCache
 from semcache import eval as evaluation
 from semcache.blobstores import LocalBlobStore
 from semcache.lexicon import Relation, WordNet
-from semcache.matching import EXACT, Match, Matcher, Weights
+from semcache.matching import DEFAULT_THRESHOLD, EXACT, Match, Matcher, Weights
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,7 +95,8 @@ def test_weights_scale_the_distance_by_relation():
     assert w.score(Relation.UNKNOWN, 0.3) == pytest.approx(0.3)
     assert w.score(Relation.ANTONYM, 0.01) == math.inf
     assert w.score(Relation.SAME, 0.9) == 0.0
-    assert w.stretch == pytest.approx(2.0)
+    assert w.score(Relation.PARTIAL, 0.3) == pytest.approx(0.48)
+    assert w.stretch == pytest.approx(1 / 0.3)
 
 
 def test_match_and_serves(matcher):
@@ -217,7 +218,7 @@ def test_eval_command_writes_the_report_and_the_curve(app_env, tmp_path, wordnet
     result = json.loads(out.read_text())
     assert result["model"] == "all-MiniLM-L6-v2 (384 dims)"
     assert (result["pairs"], result["positives"], result["negatives"], result["skipped"]) == (7, 3, 4, 1)
-    assert result["default_threshold"] == 0.35
+    assert result["default_threshold"] == DEFAULT_THRESHOLD
     assert set(result["at_default"]) == {"hit_rate", "false_hit_rate", "precision", "hit_interval",
                                          "false_hit_interval"}
     assert result["recommended"]["max_false_hit_rate"] == 0.01
@@ -255,7 +256,7 @@ def test_the_evidence_tab(app_env, smart_cache):
     assert not app.exception, app.exception
     metrics = {m.label: m.value for m in app.metric}
     assert metrics["Pairs"] == "3"
-    assert metrics["Served at 0.35 (now)"] == "100%"
+    assert metrics[f"Served at {DEFAULT_THRESHOLD:.2f} (now)"] == "100%"
     recommended = next(label for label in metrics if label.startswith("Recommended"))
     value = float(metrics[recommended])
     assert 0.2 < value < 0.5

@@ -15,6 +15,7 @@ import demo_topics
 from app_text import explain
 from semcache import CacheAdmin, SemanticCache, report
 from semcache.blobstores import LocalBlobStore
+from semcache.matching import DEFAULT_THRESHOLD
 
 ROOT = Path(__file__).resolve().parent.parent
 SETTINGS_PAGE = str(ROOT / "pages" / "cache_settings.py")
@@ -64,8 +65,8 @@ def event_counts(db) -> dict:
 
 def test_settings_page_on_an_empty_cache(app_env, db):
     app = page(SETTINGS_PAGE)
-    assert app.slider(key="threshold").value == pytest.approx(0.35)
-    assert metric(app, "In use for every search") == "0.35"
+    assert app.slider(key="threshold").value == pytest.approx(DEFAULT_THRESHOLD)
+    assert metric(app, "In use for every search") == f"{DEFAULT_THRESHOLD:.2f}"
     assert "No lookups yet" in texts(app.info)
     assert "Nothing is cached yet" in texts(app.info)
     setup = texts(app.markdown)

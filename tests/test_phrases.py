@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semcache.eval import read_pairs
+from semcache.eval import read_pairs, score_pairs
 from semcache.lexicon import Relation, WordNet
-from semcache.matching import Matcher, Weights
+from semcache.matching import DEFAULT_THRESHOLD, Matcher, Weights
 from semcache.normalize import topic_key
 from semcache.phrases import align, content_words, judge, misspelt
 
 from benchmarks.threshold import TOPICS, wilson
 
-DEFAULT = 0.35
+DEFAULT = DEFAULT_THRESHOLD
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -109,7 +109,9 @@ def test_misspellings(wordnet):
     ("dog food", "cat food", Relation.CONTRAST),
     ("blue dress", "red dress", Relation.CONTRAST),         # one cluster of adjectives
     ("son's birthday", "daughter's birthday", Relation.CONTRAST),
-    ("birthday celebration", "birthday party", Relation.UNKNOWN),  # another head: the distance decides
+    ("birthday celebration", "birthday party", Relation.PARTIAL),  # another head: the distance, counted further
+    ("flight booking", "hotel booking", Relation.PARTIAL),
+    ("paris airport", "paris hotel", Relation.PARTIAL),
     ("trip to paris", "paris trip", Relation.ALIGNED),
     ("auto insurance", "car insurance", Relation.ALIGNED),
     ("sumer vacation", "summer vacation", Relation.ALIGNED),
@@ -132,8 +134,18 @@ def test_phrases_is_a_switch(wordnet):
     on = Matcher(wordnet=wordnet)
     assert on.match("winter vacation", "summer vacation", 0.26).score == math.inf
     assert Weights().score(Relation.CONTRAST, 0.01) == math.inf
-    assert Weights().score(Relation.ALIGNED, 0.4) == pytest.approx(0.2)
-    assert Weights().score(Relation.DIRECT_KIND, 0.6) == pytest.approx(0.3)
+    assert Weights().score(Relation.ALIGNED, 0.4) == pytest.approx(0.12)
+    assert Weights().score(Relation.DIRECT_KIND, 0.6) == pytest.approx(0.282)
+    assert Weights().score(Relation.PARTIAL, 0.3) == pytest.approx(0.48)
+    assert Weights().score(Relation.UNKNOWN, 0.3) == pytest.approx(0.3)
+
+
+def test_differing_in_part_is_a_weight(matcher):
+    """Phrases that share words and differ in others: switched off by a weight of 1."""
+    assert matcher.match("flight booking", "hotel booking", 0.3).score == pytest.approx(0.48)
+    plain = Matcher(wordnet=matcher.wordnet, weights=Weights(partial=1.0))
+    assert plain.match("flight booking", "hotel booking", 0.3).score == pytest.approx(0.3)
+    assert Weights(partial=0.25).stretch == pytest.approx(4.0), "the smallest weight sets the reach"
 
 
 # ---------------------------------------------------------------------- at the default, with the real model
@@ -146,10 +158,22 @@ def test_phrases_is_a_switch(wordnet):
     ("house", "villa", True),
     ("house", "spaceship", False),
     ("car", "automobile", True),
+    ("hotel booking", "flight booking", False),
+    ("car keys", "house keys", False),
+    ("hotel reservation", "hotel booking", True),
+    ("trip to paris", "paris vacation", True),
 ])
 def test_the_examples_of_real_topics_at_the_default(matcher, local_embedder, cached, lookup, served):
     match = matcher.match(topic_key(lookup, 200), topic_key(cached, 200), distance(local_embedder, cached, lookup))
     assert match.serves(DEFAULT) is served, match
+
+
+def test_the_default_decision_on_the_dev_set(matcher, local_embedder):
+    """The shipped default was chosen on the topic pairs for at most 3% wrong pictures with room to
+    spare; at the default before (0.35, without counting partial differences) 12% were wrong."""
+    scored = score_pairs(read_pairs(TOPICS), local_embedder, matcher)
+    rates = scored.rates(DEFAULT)
+    assert rates["hit_rate"] >= 0.75 and rates["false_hit_rate"] <= 0.025, rates
 
 
 def test_the_dev_set_is_what_its_readme_says():

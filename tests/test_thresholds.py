@@ -18,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 from semcache import CacheAdmin, SemanticCache
 from semcache import eval as evaluation
 from semcache.blobstores import LocalBlobStore
+from semcache.matching import DEFAULT_THRESHOLD
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "app.py")
@@ -209,7 +210,7 @@ def test_the_slider_shows_the_stored_value_every_time_the_page_opens(app_env, db
     app = page(APP)
     app.switch_page("pages/cache_settings.py").run()
     assert not app.exception, app.exception
-    assert app.slider(key="threshold").value == pytest.approx(0.35)
+    assert app.slider(key="threshold").value == pytest.approx(DEFAULT_THRESHOLD)
     app.slider(key="threshold").set_value(0.5).run()
     assert app_state.cache().threshold == pytest.approx(0.5)
 
@@ -263,7 +264,7 @@ def test_thin_evidence_says_so_and_use_this_needs_a_confirmation(app_env, db, lo
     assert "95%" in texts(app.caption)
     use = next(b for b in app.button if b.key == "use_recommended")
     assert use.disabled, "a browser user cannot click it before confirming"
-    assert app_state.cache().threshold == pytest.approx(0.35)
+    assert app_state.cache().threshold == pytest.approx(DEFAULT_THRESHOLD)
     rules, labels = threshold_marks(app)
     assert len(rules) == 2 and len(set(rules)) == 2, "now and recommended each have a colour"
     assert not set(rules) & {"#2b7bba", "#d1495b"}, "neither is a curve's colour"

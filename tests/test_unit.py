@@ -51,11 +51,13 @@ def test_each_relation_scales_the_distance(relation, distance, score):
 
 
 def test_the_stretch_is_the_smallest_factor_inverted():
-    assert Weights().stretch == pytest.approx(2.0)
+    assert Weights().stretch == pytest.approx(1 / 0.3)  # the same words in another order
     assert Weights(synonym=0.25).stretch == pytest.approx(4.0)
-    assert Weights(synonym=1.0, kind=1.0, direct_kind=1.0, related=1.0).stretch == 1.0
+    assert Weights(synonym=1.0, kind=1.0, direct_kind=1.0, related=1.0, aligned=1.0).stretch == 1.0
     assert Weights(direct_kind=0.25).stretch == pytest.approx(4.0)
-    assert Weights(synonym=2.0, kind=2.0, direct_kind=2.0, related=2.0, sibling=2.0).stretch == 1.0  # never below 1
+    assert Weights(partial=0.2).stretch == pytest.approx(5.0)
+    assert Weights(synonym=2.0, kind=2.0, direct_kind=2.0, related=2.0, sibling=2.0, aligned=2.0,
+                   partial=2.0).stretch == 1.0  # never below 1
 
 
 @pytest.mark.parametrize("match, threshold, served", [
@@ -81,7 +83,7 @@ def test_without_a_lexicon_the_distance_alone_decides():
 def test_the_lexicon_scales_by_its_relation_and_remembers_it():
     lexicon = Lexicon({("puppy", "dog"): Relation.KIND, ("hot", "cold"): Relation.ANTONYM})
     matcher = Matcher(wordnet=lexicon, lemmas=False)
-    assert matcher.stretch == pytest.approx(2.0)
+    assert matcher.stretch == pytest.approx(1 / 0.3)
     assert matcher.match("puppy", "dog", 0.5) == Match("kind", 0.5, pytest.approx(0.35))
     assert matcher.match("puppy", "dog", 0.4).score == pytest.approx(0.28)
     assert lexicon.asked == [("puppy", "dog")]  # the second verdict read the remembered relation
@@ -155,11 +157,30 @@ def test_a_closer_relation_beats_a_nearer_candidate():
 
 def test_the_lexicon_reaches_past_the_threshold_only_as_far_as_its_stretch():
     lexicon = Lexicon({("puppy", "dog"): Relation.SYNONYM, ("puppy", "hound"): Relation.SYNONYM})
-    matcher = Matcher(wordnet=lexicon, lemmas=False)
+    matcher = Matcher(wordnet=lexicon, lemmas=False, weights=Weights(aligned=0.5, direct_kind=0.5))  # a stretch of 2
     rows = [candidate(1, "dog", 0.59), candidate(2, "hound", 0.61)]
     best, scored = choose(matcher, rows, "puppy", 0.3)
     assert best[0].key == "dog" and best[1].score == pytest.approx(0.295)
     assert choose(matcher, rows[1:], "puppy", 0.3) == (None, {})  # 0.61 > 0.3 × 2: not even looked up
+
+
+def test_two_single_words_reach_only_as_far_as_the_word_weights():
+    """Only phrases (or a misspelling) can be aligned, so two words never get the phrase stretch:
+    a far single word is passed over without asking WordNet, a phrase as far is still judged."""
+    lexicon = Lexicon({("trip to paris", "paris trip"): Relation.ALIGNED})
+    matcher = Matcher(wordnet=lexicon, lemmas=False)
+    assert matcher.stretch == pytest.approx(1 / 0.3)
+    assert matcher.stretch_for("puppy", "hound") == pytest.approx(1 / 0.47)
+    assert matcher.stretch_for("vacaton", "vacation") == pytest.approx(1 / 0.3)  # a misspelling may align
+    assert matcher.stretch_for("paris trip", "trip to paris") == pytest.approx(1 / 0.3)
+    assert matcher.stretch_for("paris trip", "trip to paris in may") == pytest.approx(1 / 0.47), "a word more"
+    assert Matcher(wordnet=lexicon, lemmas=False, phrases=False).stretch == pytest.approx(1 / 0.47)
+    rows = [candidate(1, "hound", 0.8), candidate(2, "trip to paris", 0.9)]
+    best, scored = choose(matcher, rows, "paris trip", 0.3)
+    assert best[0].key == "trip to paris" and best[1].score == pytest.approx(0.27)
+    assert list(scored) == [2] and lexicon.asked == [("paris trip", "trip to paris")], "hound: passed over"
+    best, scored = choose(matcher, rows[:1], "puppy", 0.3)
+    assert best is None and scored == {} and ("puppy", "hound") not in lexicon.asked
 
 
 def test_an_opposite_is_never_served_however_near():

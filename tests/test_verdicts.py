@@ -17,7 +17,7 @@ from helpers import LABELLED, captions, raw
 from mail.store import import_messages
 from semcache import CacheAdmin, InvalidThreshold, SemanticCache
 from semcache.blobstores import LocalBlobStore
-from semcache.matching import ENTRY_LOOSEN_CAP, EntryEvidence, check_error_bound, entry_threshold
+from semcache.matching import DEFAULT_THRESHOLD, ENTRY_LOOSEN_CAP, EntryEvidence, check_error_bound, entry_threshold
 from semcache.schema import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -213,5 +213,5 @@ def test_the_ban_list_keeps_its_choice_and_the_preview_follows(app_env, db, loca
     assert "would be served the picture of “dog”" not in "\n".join(s.value for s in app.success)
     entries = app.dataframe[1].value.set_index("Phrase")
     assert entries.loc["dog", "Wrong"] == 1 and entries.loc["dog", "Good"] == 0
-    assert entries.loc["dog", "Own threshold"] < 0.35
-    assert entries.loc["house", "Own threshold"] == pytest.approx(0.35)
+    assert entries.loc["dog", "Own threshold"] < DEFAULT_THRESHOLD
+    assert entries.loc["house", "Own threshold"] == pytest.approx(DEFAULT_THRESHOLD)
